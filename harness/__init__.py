@@ -1,0 +1,3 @@
+"""Ségur conformance harness: scenarios, simulators and evidence for ANS referencing."""
+
+__version__ = "0.1.0"

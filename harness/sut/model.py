@@ -1,0 +1,217 @@
+"""What the harness and a system under test exchange through an adapter.
+
+These records mirror the control API's JSON (``harness/sut/openapi.yaml``); the
+HTTP adapter converts to and from them, and a Python adapter returns them directly.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Capability(str, enum.Enum):
+    """What a SUT can be driven to do; a scenario needing a missing one is not-supported."""
+
+    IDENTITY = "identity"
+    """Create, read and edit patient identities; record an identity-document check."""
+    INSI = "insi"
+    """Search and verify INS through the INSi téléservice."""
+    IDENTITY_FEED = "identity-feed"
+    """Accept HL7 v2 identity messages from another identification domain."""
+    WORKLIST = "worklist"
+    """Expose the identities or data put aside for a user to review."""
+    TRACES = "traces"
+    """Expose the SUT's own call log (INSi calls and their return codes)."""
+    CLOCK = "clock"
+    """Let the harness set the SUT's notion of now."""
+    RESET = "reset"
+    """Wipe the SUT's test data so each scenario starts clean."""
+
+
+class IdentityStatus(str, enum.Enum):
+    """The four RNIV identity statuses (fr-core ``identity-status`` codes)."""
+
+    PROV = "PROV"
+    """Identité provisoire: no INSi, no identity-document check."""
+    RECUP = "RECUP"
+    """Identité récupérée: INS from INSi, no identity-document check."""
+    VALI = "VALI"
+    """Identité validée: identity-document check, no INSi."""
+    QUAL = "QUAL"
+    """Identité qualifiée: INS from INSi and identity-document check."""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientTraits:
+    """Strict traits (and the used names) of an identity, as INSi knows them."""
+
+    birth_name: str
+    first_names: tuple[str, ...]
+    sex: str
+    birth_date: str
+    birthplace_cog: str = ""
+    used_name: str = ""
+    used_first_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "birth_name": self.birth_name,
+            "first_names": list(self.first_names),
+            "sex": self.sex,
+            "birth_date": self.birth_date,
+            "birthplace_cog": self.birthplace_cog,
+            "used_name": self.used_name,
+            "used_first_name": self.used_first_name,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PatientTraits:
+        return cls(
+            birth_name=str(data["birth_name"]),
+            first_names=tuple(str(n) for n in data.get("first_names", [])),
+            sex=str(data["sex"]),
+            birth_date=str(data["birth_date"]),
+            birthplace_cog=str(data.get("birthplace_cog") or ""),
+            used_name=str(data.get("used_name") or ""),
+            used_first_name=str(data.get("used_first_name") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ins:
+    """An INS: the matricule (15 characters, key included) and its OID."""
+
+    matricule: str
+    oid: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRecord:
+    """An identity as the SUT holds it."""
+
+    id: str
+    traits: PatientTraits
+    status: IdentityStatus
+    ins: Ins | None = None
+    identity_document: str = ""
+    origin: str = "local"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PatientRecord:
+        ins = data.get("ins")
+        return cls(
+            id=str(data["id"]),
+            traits=PatientTraits.from_json(data["traits"]),
+            status=IdentityStatus(data["status"]),
+            ins=Ins(str(ins["matricule"]), str(ins["oid"])) if ins else None,
+            identity_document=str(data.get("identity_document") or ""),
+            origin=str(data.get("origin") or "local"),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InsOperationResult:
+    """What the SUT reports after an INSi search or verification."""
+
+    code: str
+    """The INSi return code (``00``, ``01``, ``02``) or ``fault`` / ``error``."""
+    outcome: str
+    """search: ``found``/``not-found``/``several``; verify: ``OK``/``KO``; or ``error``."""
+    patient: PatientRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    """One entry of the SUT's own call log."""
+
+    timestamp: str
+    service: str
+    operation: str
+    purpose: str
+    return_code: str
+    auth_mode: str = ""
+    patient_id: str = ""
+    returned: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TraceEntry:
+        return cls(
+            timestamp=str(data.get("timestamp", "")),
+            service=str(data.get("service", "")),
+            operation=str(data.get("operation", "")),
+            purpose=str(data.get("purpose", "")),
+            return_code=str(data.get("return_code", "")),
+            auth_mode=str(data.get("auth_mode", "")),
+            patient_id=str(data.get("patient_id", "")),
+            returned=dict(data.get("returned") or {}),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorklistItem:
+    """An identity or a piece of data the SUT set aside for a user to review."""
+
+    patient_id: str
+    reason: str
+    created: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedAck:
+    """The SUT's answer to an HL7 v2 identity message."""
+
+    ack_code: str
+    """MSA-1: ``AA``, ``AE`` or ``AR``."""
+    message: bytes
+    """The whole ACK as received."""
+    patient_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InsiEndpoint:
+    """Where and how the SUT must reach the INSi simulator."""
+
+    url: str
+    ca_pem: str
+    client_cert_pem: str = ""
+    client_key_pem: str = ""
+    cps_cert_pem: str = ""
+    cps_key_pem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """Everything the harness tells the SUT about the simulators it must use."""
+
+    insi: InsiEndpoint | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.insi is not None:
+            out["insi"] = {
+                "url": self.insi.url,
+                "ca_pem": self.insi.ca_pem,
+                "client_cert_pem": self.insi.client_cert_pem,
+                "client_key_pem": self.insi.client_key_pem,
+                "cps_cert_pem": self.insi.cps_cert_pem,
+                "cps_key_pem": self.insi.cps_key_pem,
+            }
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SutDescription:
+    """Who the SUT is and what it offers, from ``GET /capabilities``."""
+
+    publisher: str
+    software: str
+    version: str
+    capabilities: frozenset[Capability]
+    profiles: tuple[str, ...]
+    mllp: tuple[str, int] | None = None
