@@ -77,9 +77,7 @@ def read_rem(
         entry.fields["_proofs"] = json.dumps(
             {
                 sc["scenario_ref"]: [
-                    p["proof_ref"]
-                    + "\t"
-                    + guess_proof_kind(p["proof_text"]).value
+                    p["proof_ref"] + "\t" + guess_proof_kind(p["proof_text"]).value
                     for p in sorted(
                         proofs_by_scenario.get((sc["squash_req_id"], sc["scenario_ref"]), []),
                         key=lambda p: int(p["proof_seq"]),

@@ -17,14 +17,14 @@ GENERAL_PROFILE = "Général"
 """The profile every product has; a requirement in any other profile is conditional."""
 
 
-class Nature(str, enum.Enum):
+class Nature(enum.StrEnum):
     EXIGENCE = "EXIGENCE"
     """A requirement (DOIT)."""
     PRECONISATION = "PRECONISATION"
     """A recommendation (PEUT)."""
 
 
-class ProofKind(str, enum.Enum):
+class ProofKind(enum.StrEnum):
     """What an expected proof is, so the harness knows what it can produce itself."""
 
     DEMONSTRATION = "demonstration"
