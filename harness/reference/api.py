@@ -1,0 +1,191 @@
+"""The control API (``harness/sut/openapi.yaml``) of the reference system, as a WSGI app.
+
+This is the only door the harness uses to drive the practice. Every answer is JSON;
+every error is ``application/problem+json`` with the status the contract implies:
+400 for a body that is not JSON, 404 for an unknown identity or path, 409 when the
+operation does not apply (nothing configured, no INS to verify), 422 for refused data,
+and even an unexpected failure is a 500 with a JSON body, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from harness.reference import PUBLISHER, SOFTWARE, __version__
+from harness.reference.feeds import FeedIntegrator
+from harness.reference.identity import Conflict, IdentityService, UnknownPatient
+from harness.reference.model import InvalidInput
+from harness.reference.settings import parse_instant
+
+log = logging.getLogger("harness.reference")
+
+CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+Handler = Callable[..., tuple[int, Any]]
+
+
+class BadJson(ValueError):
+    """The request body is not JSON (400)."""
+
+
+class ControlApi:
+    """WSGI application routing the control API to the practice's services."""
+
+    def __init__(self, service: IdentityService, feeds: FeedIntegrator, mllp: tuple[str, int] | None) -> None:
+        self.service = service
+        self.feeds = feeds
+        self.mllp = mllp
+        self._routes: dict[str, Handler] = {
+            "capabilities": self.capabilities,
+            "endpoints": self.put_endpoints,
+            "reset": self.reset,
+            "get_clock": self.get_clock,
+            "put_clock": self.put_clock,
+            "list_patients": self.list_patients,
+            "create_patient": self.create_patient,
+            "get_patient": self.get_patient,
+            "patch_patient": self.patch_patient,
+            "identity_check": self.identity_check,
+            "ins_search": self.ins_search,
+            "ins_verify": self.ins_verify,
+            "identity_feed": self.identity_feed,
+            "worklist": self.worklist,
+            "traces": self.traces,
+        }
+        self._map = Map(
+            [
+                Rule("/capabilities", endpoint="capabilities", methods=["GET"]),
+                Rule("/config/endpoints", endpoint="endpoints", methods=["PUT"]),
+                Rule("/reset", endpoint="reset", methods=["POST"]),
+                Rule("/clock", endpoint="get_clock", methods=["GET"]),
+                Rule("/clock", endpoint="put_clock", methods=["PUT"]),
+                Rule("/patients", endpoint="list_patients", methods=["GET"]),
+                Rule("/patients", endpoint="create_patient", methods=["POST"]),
+                Rule("/patients/<patient_id>", endpoint="get_patient", methods=["GET"]),
+                Rule("/patients/<patient_id>", endpoint="patch_patient", methods=["PATCH"]),
+                Rule("/patients/<patient_id>/identity-check", endpoint="identity_check", methods=["POST"]),
+                Rule("/patients/<patient_id>/ins/search", endpoint="ins_search", methods=["POST"]),
+                Rule("/patients/<patient_id>/ins/verify", endpoint="ins_verify", methods=["POST"]),
+                Rule("/identity-feeds", endpoint="identity_feed", methods=["POST"]),
+                Rule("/worklist", endpoint="worklist", methods=["GET"]),
+                Rule("/traces", endpoint="traces", methods=["GET"]),
+            ],
+            strict_slashes=False,
+        )
+
+    # -- WSGI -------------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        request.max_content_length = MAX_BODY_BYTES
+        response = self._dispatch(request)
+        return response(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        try:
+            endpoint, args = self._map.bind_to_environ(request.environ).match()
+            status, body = self._routes[str(endpoint)](request, **args)
+        except BadJson as exc:
+            return _problem(400, "Bad JSON", str(exc))
+        except UnknownPatient as exc:
+            return _problem(404, "Unknown identity", str(exc))
+        except Conflict as exc:
+            return _problem(409, "Not applicable now", str(exc))
+        except InvalidInput as exc:
+            return _problem(422, "Refused", str(exc))
+        except HTTPException as exc:
+            return _problem(exc.code or 500, exc.name, exc.description or "")
+        except Exception as exc:
+            log.exception("control API %s %s failed", request.method, request.path)
+            return _problem(500, "Internal error", f"{type(exc).__name__}: {exc}"[:500])
+        if status == 204:
+            return Response(status=204)
+        return Response(
+            json.dumps(body, ensure_ascii=False), status=status, content_type="application/json; charset=utf-8"
+        )
+
+    # -- handlers ---------------------------------------------------------------------------------
+    def capabilities(self, request: Request) -> tuple[int, Any]:
+        mllp = {"host": self.mllp[0], "port": self.mllp[1]} if self.mllp else None
+        return 200, {
+            "sut": {"publisher": PUBLISHER, "software": SOFTWARE, "version": __version__},
+            "capabilities": list(CAPABILITIES),
+            "profiles": list(self.service.profiles),
+            "mllp": mllp,
+        }
+
+    def put_endpoints(self, request: Request) -> tuple[int, Any]:
+        self.service.endpoints.apply(_json(request))
+        return 204, None
+
+    def reset(self, request: Request) -> tuple[int, Any]:
+        self.service.store.wipe_test_data()
+        return 204, None
+
+    def get_clock(self, request: Request) -> tuple[int, Any]:
+        return 200, {"now": self.service.clock.iso()}
+
+    def put_clock(self, request: Request) -> tuple[int, Any]:
+        body = _json(request)
+        if not isinstance(body, dict) or "now" not in body:
+            raise InvalidInput("the body must be an object with 'now'")
+        self.service.clock.set(parse_instant(body["now"]))
+        return 204, None
+
+    def list_patients(self, request: Request) -> tuple[int, Any]:
+        return 200, {"items": [p.to_json() for p in self.service.list()]}
+
+    def create_patient(self, request: Request) -> tuple[int, Any]:
+        return 201, self.service.create(_json(request)).to_json()
+
+    def get_patient(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.service.get(patient_id).to_json()
+
+    def patch_patient(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.service.update_traits(patient_id, _json(request)).to_json()
+
+    def identity_check(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.service.check_identity(patient_id, _json(request)).to_json()
+
+    def ins_search(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.service.search(patient_id, _json(request)).to_json()
+
+    def ins_verify(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, self.service.verify(patient_id).to_json()
+
+    def identity_feed(self, request: Request) -> tuple[int, Any]:
+        body = _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+            raise InvalidInput("the body must be an object with a 'message' string (ER7)")
+        return 200, self.feeds.receive(body["message"]).to_json()
+
+    def worklist(self, request: Request) -> tuple[int, Any]:
+        return 200, {"items": self.service.store.list_work_items()}
+
+    def traces(self, request: Request) -> tuple[int, Any]:
+        return 200, {"items": self.service.store.list_traces()}
+
+
+def _json(request: Request, optional: bool = False) -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        if optional:
+            return None
+        raise BadJson("a JSON body is required")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadJson(f"the body is not JSON: {exc}") from None
+
+
+def _problem(status: int, title: str, detail: str) -> Response:
+    body = json.dumps({"title": title, "status": status, "detail": detail}, ensure_ascii=False)
+    return Response(body, status=status, content_type="application/problem+json; charset=utf-8")

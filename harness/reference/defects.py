@@ -1,0 +1,43 @@
+"""The catalogue of switchable defects: one way each of breaking one INS rule.
+
+The reference system conforms by default. Each defect named here flips exactly one
+behaviour, observable through the control API or on the wire, so the harness's own
+test suite can prove that the scenario guarding that rule fails when it should.
+"""
+
+from __future__ import annotations
+
+DEFECTS: dict[str, str] = {
+    "no-insi-trace": "INSi calls are not traced at all (rules 37, 39, 48, 53).",
+    "incomplete-insi-trace": "traces keep the return code but drop what INSi returned (rule 39).",
+    "keep-status-on-ko": "a KO verification keeps the INS and the status, and adds no work-list item (rule 49).",
+    "update-on-ko-feed": "a KO feed for a known patient overwrites the local identity (rule 51).",
+    "keep-ins-on-ko-feed": "a KO feed for an unknown patient creates it with the received INS (rule 51).",
+    "no-worklist-on-ko": "a KO (feed or verification) adds no work-list item (rules 49, 55).",
+    "no-auto-verify": "an INS received in a feed is stored without calling INSi (rule 52).",
+    "trust-received-status": "an identity received as QUAL stays QUAL after an OK verification (rule 30).",
+    "keep-ins-on-trait-change": "changing a strict trait keeps the INS and the status (rule 27).",
+    "cps-assertion-in-centre": "INSi is called with a CPS assertion even under the 'Centres de santé' profile.",
+    "ignores-cr-02": "INSi CR 02 (several identities) marks the identity as if found, without an INS.",
+    "bad-lps-context": "the ContexteLPS header is sent without its LPS/IDAM element.",
+}
+"""Defect name → what it breaks."""
+
+
+class UnknownDefect(ValueError):
+    """A defect name that the reference system does not know."""
+
+
+def parse_defects(text: str) -> frozenset[str]:
+    """The defects named in a comma-separated list; raises UnknownDefect on a name it does not know."""
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - DEFECTS.keys())
+    if unknown:
+        raise UnknownDefect(f"unknown defect(s): {', '.join(unknown)}; known: {', '.join(sorted(DEFECTS))}")
+    return frozenset(names)
+
+
+def describe_defects() -> str:
+    """One line per known defect, for ``--help``."""
+    width = max(len(name) for name in DEFECTS)
+    return "\n".join(f"  {name.ljust(width)}  {text}" for name, text in DEFECTS.items())

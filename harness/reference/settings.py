@@ -1,0 +1,158 @@
+"""What the harness configures in the practice: its clock and the INSi endpoint.
+
+Both survive a restart (they live in the settings table). PEM material is checked,
+then written to files under the database folder, because the TLS stack reads
+certificates and keys from files; private keys are written owner-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from harness.reference.insi import InsiEndpoint
+from harness.reference.model import InvalidInput
+from harness.reference.store import Store
+
+
+class Clock:
+    """The practice's notion of now: real UTC time plus an offset the harness can set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._offset = timedelta(seconds=float(store.get_setting("clock_offset_s") or 0.0))
+
+    def now(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def iso(self) -> str:
+        return self.now().isoformat(timespec="milliseconds")
+
+    def set(self, now: datetime) -> None:
+        """Make ``now`` the current time (a naive value is taken as UTC)."""
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        with self._lock:
+            self._offset = now - datetime.now(UTC)
+            self._store.set_setting("clock_offset_s", repr(self._offset.total_seconds()))
+
+
+def parse_instant(value: Any) -> datetime:
+    """An ISO 8601 date-time from a request body; raises InvalidInput."""
+    if not isinstance(value, str):
+        raise InvalidInput("'now' must be an ISO 8601 date-time string")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"'now' is not an ISO 8601 date-time: {value[:60]!r}") from None
+
+
+def installation_id(store: Store) -> str:
+    """A stable identifier of this installation (ContexteLPS ``Instance``)."""
+    value = store.get_setting("instance")
+    if value is None:
+        value = str(uuid.uuid4())
+        store.set_setting("instance", value)
+    return value
+
+
+class EndpointSettings:
+    """The INSi endpoint the harness pointed the practice at."""
+
+    def __init__(self, store: Store, folder: Path) -> None:
+        self._store = store
+        self._folder = folder
+
+    def apply(self, body: Any) -> None:
+        """Check and store a ``PUT /config/endpoints`` body; raises InvalidInput."""
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object")
+        insi = body.get("insi")
+        if insi is None:
+            return
+        if not isinstance(insi, dict):
+            raise InvalidInput("'insi' must be an object")
+        url = insi.get("url")
+        if not isinstance(url, str) or not url.startswith("https://"):
+            raise InvalidInput("'insi.url' must be an https URL")
+        pems = {name: _pem_field(insi, name) for name in _PEM_FIELDS}
+        if not pems["ca_pem"]:
+            raise InvalidInput("'insi.ca_pem' is required")
+        _check_certificates("ca_pem", pems["ca_pem"])
+        for cert_name, key_name in (("client_cert_pem", "client_key_pem"), ("cps_cert_pem", "cps_key_pem")):
+            if bool(pems[cert_name]) != bool(pems[key_name]):
+                raise InvalidInput(f"'insi.{cert_name}' and 'insi.{key_name}' go together")
+            if pems[cert_name]:
+                _check_certificates(cert_name, pems[cert_name])
+                _check_key(key_name, pems[key_name])
+        pki = self._folder / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        files: dict[str, str] = {}
+        for name, text in pems.items():
+            if text:
+                path = pki / f"insi-{name.removesuffix('_pem').replace('_', '-')}.pem"
+                _write_private(path, text)
+                files[name] = str(path)
+        self._store.set_setting("insi", json.dumps({"url": url, "files": files}))
+
+    def insi(self) -> InsiEndpoint | None:
+        """The configured INSi endpoint, or None."""
+        raw = self._store.get_setting("insi")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        files: dict[str, str] = data["files"]
+
+        def path(name: str) -> Path | None:
+            return Path(files[name]) if name in files else None
+
+        return InsiEndpoint(
+            url=data["url"],
+            ca_file=Path(files["ca_pem"]),
+            client_cert_file=path("client_cert_pem"),
+            client_key_file=path("client_key_pem"),
+            cps_cert_file=path("cps_cert_pem"),
+            cps_key_file=path("cps_key_pem"),
+        )
+
+
+_PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem", "cps_cert_pem", "cps_key_pem")
+
+
+def _pem_field(insi: dict[str, Any], name: str) -> str:
+    value = insi.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"'insi.{name}' must be a PEM string")
+    return value.strip()
+
+
+def _check_certificates(name: str, text: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidInput(f"'insi.{name}' holds no readable PEM certificate") from None
+
+
+def _check_key(name: str, text: str) -> None:
+    try:
+        load_pem_private_key(text.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise InvalidInput(f"'insi.{name}' holds no readable, unencrypted PEM private key") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text + "\n")

@@ -1,0 +1,209 @@
+"""The practice's SQLite database: identities, INS history, call log, work list, settings.
+
+The reference system keeps its state in one file (``--db``) so a run can be inspected
+afterwards and a restarted process finds its configuration again. One connection,
+guarded by a lock, is shared by the HTTP and MLLP threads; every method is one short
+transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.reference.model import ExternalId, Ins, InsHistoryEntry, Patient, Status, Traits
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS patients (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE,
+    match_key TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS patients_match ON patients(match_key);
+CREATE TABLE IF NOT EXISTS ins_history (
+    patient_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    matricule TEXT NOT NULL,
+    oid TEXT NOT NULL,
+    start TEXT NOT NULL DEFAULT '',
+    "end" TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (patient_id, position)
+);
+CREATE TABLE IF NOT EXISTS traces (seq INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS worklist (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Store:
+    """Everything the practice remembers, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- settings ----------------------------------------------------------------------
+    def get_setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, value))
+
+    # -- identities --------------------------------------------------------------------
+    def create_patient(self, build: Callable[[str], Patient]) -> Patient:
+        """Allocate the next identifier (``P000001``…), build the identity with it and save it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute("INSERT INTO patients(id) VALUES (NULL)").lastrowid
+                patient = build(f"P{seq:06d}")
+                self._write_patient(patient, seq)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return patient
+
+    def save_patient(self, patient: Patient) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_patient(patient, None)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _write_patient(self, patient: Patient, seq: int | None) -> None:
+        data = json.dumps(_patient_record(patient), ensure_ascii=False)
+        if seq is not None:
+            self._db.execute(
+                "UPDATE patients SET id = ?, match_key = ?, data = ? WHERE seq = ?",
+                (patient.id, patient.traits.match_key(), data, seq),
+            )
+        else:
+            self._db.execute(
+                "UPDATE patients SET match_key = ?, data = ? WHERE id = ?",
+                (patient.traits.match_key(), data, patient.id),
+            )
+        self._db.execute("DELETE FROM ins_history WHERE patient_id = ?", (patient.id,))
+        self._db.executemany(
+            'INSERT INTO ins_history(patient_id, position, matricule, oid, start, "end") VALUES (?, ?, ?, ?, ?, ?)',
+            [(patient.id, i, h.matricule, h.oid, h.start, h.end) for i, h in enumerate(patient.ins_history)],
+        )
+
+    def get_patient(self, patient_id: str) -> Patient | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, data FROM patients WHERE id = ?", (patient_id,)).fetchone()
+            return None if row is None else self._read_patient(str(row[0]), str(row[1]))
+
+    def list_patients(self) -> list[Patient]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, data FROM patients WHERE id IS NOT NULL ORDER BY seq").fetchall()
+            return [self._read_patient(str(r[0]), str(r[1])) for r in rows]
+
+    def find_by_match_key(self, key: str) -> Patient | None:
+        """The oldest identity with these normalised strict traits, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, data FROM patients WHERE match_key = ? AND id IS NOT NULL ORDER BY seq LIMIT 1", (key,)
+            ).fetchone()
+            return None if row is None else self._read_patient(str(row[0]), str(row[1]))
+
+    def _read_patient(self, patient_id: str, data: str) -> Patient:
+        history = self._db.execute(
+            'SELECT matricule, oid, start, "end" FROM ins_history WHERE patient_id = ? ORDER BY position',
+            (patient_id,),
+        ).fetchall()
+        return _patient_from_record(patient_id, json.loads(data), [InsHistoryEntry(*map(str, h)) for h in history])
+
+    # -- call log ----------------------------------------------------------------------
+    def add_trace(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO traces(data) VALUES (?)", (json.dumps(entry, ensure_ascii=False),))
+
+    def list_traces(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM traces ORDER BY seq").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    # -- work list ---------------------------------------------------------------------
+    def add_work_item(self, patient_id: str, reason: str, created: str, detail: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO worklist(patient_id, reason, created, data) VALUES (?, ?, ?, ?)",
+                (patient_id, reason, created, json.dumps(detail, ensure_ascii=False)),
+            )
+
+    def list_work_items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            query = "SELECT seq, patient_id, reason, created, data FROM worklist ORDER BY seq"
+            rows = self._db.execute(query).fetchall()
+        return [
+            {"id": f"W{r[0]:06d}", "patient_id": r[1], "reason": r[2], "created": r[3], "detail": json.loads(r[4])}
+            for r in rows
+        ]
+
+    # -- reset -------------------------------------------------------------------------
+    def wipe_test_data(self) -> None:
+        """Forget identities, INS history, call log and work list; keep settings (endpoints, clock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for table in ("patients", "ins_history", "traces", "worklist"):
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("COMMIT")
+
+
+def _patient_record(patient: Patient) -> dict[str, Any]:
+    record = patient.to_json()
+    del record["id"], record["ins_history"]
+    return record
+
+
+def _patient_from_record(patient_id: str, data: dict[str, Any], history: list[InsHistoryEntry]) -> Patient:
+    t = data["traits"]
+    ins = data.get("ins")
+    return Patient(
+        id=patient_id,
+        traits=Traits(
+            birth_name=t["birth_name"],
+            first_names=tuple(t["first_names"]),
+            sex=t["sex"],
+            birth_date=t["birth_date"],
+            birthplace_cog=t.get("birthplace_cog", ""),
+            used_name=t.get("used_name", ""),
+            used_first_name=t.get("used_first_name", ""),
+        ),
+        status=Status(data["status"]),
+        ins=Ins(ins["matricule"], ins["oid"]) if ins else None,
+        identity_document=data.get("identity_document", ""),
+        origin=data.get("origin", "local"),
+        ins_history=tuple(history),
+        external_ids=tuple(
+            ExternalId(e["value"], e["authority"], e["oid"], e["type"]) for e in data.get("external_ids", [])
+        ),
+        created=data.get("created", ""),
+        updated=data.get("updated", ""),
+    )
