@@ -1,0 +1,573 @@
+"""The INSi simulator's HTTPS server: sockets, TLS, limits, and the record of every exchange.
+
+The system under test reaches the simulator over a real TLS socket, exactly as it
+would reach INSi. This module owns everything about that socket and nothing about
+INSi: one thread per connection, the TLS handshake done in that thread (so a client
+that connects and says nothing blocks only itself), a timeout on every read and a
+deadline on every request, a cap on the body size checked before reading it, and an
+:class:`~harness.simulators.recording.Exchange` recorded for each request, including
+the ones that fail half-way (TLS refused, timeout, oversized body).
+
+TLS asks for an optional client certificate verified against the test PKI, with the
+validity dates left to the application (``X509_V_FLAG_NO_CHECK_TIME``): a certificate
+from an unknown authority is refused during the handshake, as any TLS server would,
+while an expired one reaches :mod:`harness.simulators.insi.auth` and gets a SOAP
+fault the practice can show its user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, cast
+
+from cryptography import x509
+
+from harness.simulators.insi.service import (
+    HttpAnswer,
+    HttpRequest,
+    InsiService,
+    base_meta,
+    content_type_action,
+    internal_error,
+)
+from harness.simulators.recording import Exchange, ExchangeRecorder, utcnow
+
+LOG = logging.getLogger(__name__)
+
+SIMULATOR = "insi"
+MAX_BODY = 1024 * 1024
+"""Largest request body served (1 MiB): INSi requests are a few KiB."""
+MAX_DRAIN = 16 * 1024 * 1024
+"""After refusing an oversized body, up to this much is read and discarded so the client gets the answer."""
+_NO_CHECK_TIME = 0x200000
+"""OpenSSL ``X509_V_FLAG_NO_CHECK_TIME`` (not exposed by :class:`ssl.VerifyFlags`)."""
+_MAX_LINE = 65536
+_TAP_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Time and size limits of the server."""
+
+    socket_timeout_s: float = 10.0
+    """Longest wait for any single read or write on a connection."""
+    request_timeout_s: float = 30.0
+    """Longest time from waiting for a request to having read it whole (request line, headers, body)."""
+    max_body: int = MAX_BODY
+
+
+def server_ssl_context(cert_chain: Path, key: Path, ca_bundle: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context asking for an optional client certificate chained to ``ca_bundle``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_chain), str(key))
+    context.load_verify_locations(cafile=str(ca_bundle))
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_flags = ssl.VerifyFlags(context.verify_flags | _NO_CHECK_TIME)
+    return context
+
+
+class InsiServer:
+    """Serves an :class:`InsiService` on a TCP port, recording every exchange."""
+
+    def __init__(
+        self,
+        service: InsiService,
+        recorder: ExchangeRecorder,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.service = service
+        self.recorder = recorder
+        self.ssl_context = ssl_context
+        self.limits = limits or Limits()
+        self.stopping = threading.Event()
+        self._tcp = _TcpServer((host, port), self)
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._tcp.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1}, name="insi-simulator", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, cut open connections (a stuck client cannot keep the server alive), wait briefly."""
+        self.stopping.set()
+        if self._thread is not None:
+            self._tcp.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._tcp.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    # -- one connection (runs in its own thread) --------------------------------------------
+    def serve_connection(self, raw: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve one accepted connection until it closes; never raises."""
+        raw.settimeout(self.limits.socket_timeout_s)
+        self._track(raw)
+        connection: socket.socket | None = raw
+        try:
+            connection = self._secure(raw, peer)
+            if connection is not None:
+                self._track(connection)
+                _Handler(connection, peer, self._tcp)
+        except OSError as exc:
+            LOG.debug("INSi simulator: connection from %s:%s ended: %s", peer[0], peer[1], exc)
+        except Exception:  # a broken client must never end as an unhandled thread error
+            LOG.exception("INSi simulator: connection from %s:%s failed", *peer[:2])
+        finally:
+            for sock in {raw, connection} - {None}:
+                assert sock is not None
+                self._untrack(sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connections.add(sock)
+
+    def _untrack(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(sock)
+
+    def _secure(self, raw: socket.socket, peer: tuple[str, int]) -> socket.socket | None:
+        """The TLS connection over ``raw`` (handshake done in this thread), or None when it failed."""
+        if self.ssl_context is None:
+            return raw
+        started = utcnow()
+        connection: ssl.SSLSocket | None = None
+        try:
+            connection = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            self._track(connection)
+            connection.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            if connection is not None:
+                self._untrack(connection)
+                with contextlib.suppress(OSError):
+                    connection.close()
+            self._record_failure(
+                started,
+                peer,
+                protocol="tls",
+                action="TLS handshake",
+                request=b"",
+                fault="tls-handshake",
+                detail=f"TLS handshake refused or failed: {exc}",
+                tls={},
+            )
+            return None
+        return connection
+
+    def record(
+        self,
+        started: datetime,
+        peer: tuple[str, int],
+        request: HttpRequest | None,
+        answer: HttpAnswer,
+        tls: dict[str, Any],
+        extra_meta: dict[str, Any],
+    ) -> None:
+        meta = dict(answer.meta)
+        meta.update(extra_meta)
+        meta["http"] = {
+            "method": request.method if request else "",
+            "target": request.target if request else "",
+            "status": answer.status,
+            "request_headers": dict(request.headers.items()) if request else {},
+            "response_headers": {"Content-Type": answer.content_type, **dict(answer.headers)},
+        }
+        if answer.delay_s:
+            meta["delay_s"] = answer.delay_s
+        self.recorder.record(
+            Exchange(
+                simulator=SIMULATOR,
+                protocol=answer.protocol,
+                action=answer.action,
+                direction="inbound",
+                started=started,
+                ended=utcnow(),
+                request=request.body if request else b"",
+                response=answer.body,
+                peer=f"{peer[0]}:{peer[1]}",
+                tls=tls,
+                meta=meta,
+            )
+        )
+
+    def _record_failure(
+        self,
+        started: datetime,
+        peer: tuple[str, int],
+        *,
+        protocol: str,
+        action: str,
+        request: bytes,
+        fault: str,
+        detail: str,
+        tls: dict[str, Any],
+    ) -> None:
+        meta = base_meta()
+        meta["fault"] = fault
+        meta["detail"] = detail
+        self.recorder.record(
+            Exchange(
+                simulator=SIMULATOR,
+                protocol=protocol,
+                action=action,
+                direction="inbound",
+                started=started,
+                ended=utcnow(),
+                request=request,
+                response=b"",
+                peer=f"{peer[0]}:{peer[1]}",
+                tls=tls,
+                meta=meta,
+            )
+        )
+
+
+class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], owner: InsiServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        self.owner.serve_connection(cast(socket.socket, request), cast(tuple[str, int], client_address))
+
+
+class _RequestFailed(Exception):
+    """The request could not be read; ``status`` is the HTTP answer to give (0 = none, just close)."""
+
+    def __init__(self, status: int, fault: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.fault = fault
+        self.detail = detail
+
+
+class _TapReader:
+    """Wraps the connection's buffered reader: keeps the raw bytes of the request being read and
+    enforces the request deadline between reads, so a client trickling one byte at a time is cut off.
+    """
+
+    def __init__(self, inner: io.BufferedReader) -> None:
+        self.inner = inner
+        self.seen = bytearray()
+        self.deadline = 0.0
+
+    def _keep(self, data: bytes) -> bytes:
+        if len(self.seen) < _TAP_LIMIT:
+            self.seen += data[: _TAP_LIMIT - len(self.seen)]
+        return data
+
+    def _check_deadline(self) -> None:
+        if self.deadline and time.monotonic() > self.deadline:
+            raise TimeoutError("request not received within the request deadline")
+
+    def readline(self, limit: int = -1) -> bytes:
+        """A line read piece by piece as bytes arrive (each piece is kept before the next wait)."""
+        line = bytearray()
+        while limit < 0 or len(line) < limit:
+            self._check_deadline()
+            available = self.inner.peek(1)
+            if not available:
+                break
+            end = available.find(b"\n")
+            take = len(available) if end < 0 else end + 1
+            if limit >= 0:
+                take = min(take, limit - len(line))
+            line += self._keep(self.inner.read(take))
+            if line.endswith(b"\n"):
+                break
+        return bytes(line)
+
+    def read(self, size: int = -1) -> bytes:
+        self._check_deadline()
+        return self._keep(self.inner.read(size))
+
+    def read_some(self, size: int) -> bytes:
+        """At most ``size`` bytes, as soon as any arrive (so a timeout loses nothing already received)."""
+        self._check_deadline()
+        return self._keep(self.inner.read1(size))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; reads each request under the server's limits and answers it."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "INSi-simulator"
+    sys_version = ""
+    server: _TcpServer
+
+    def setup(self) -> None:
+        self.owner = self.server.owner
+        self.request.settimeout(self.owner.limits.socket_timeout_s)
+        super().setup()
+        self.tap = _TapReader(cast(io.BufferedReader, self.rfile))
+        self.rfile = cast(Any, self.tap)
+        self.tls = _tls_facts(self.connection)
+        self._sent_error: tuple[int, str] | None = None
+        self._expect_continue = False
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):  # the client may already be gone
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        LOG.debug("INSi simulator %s: " + format, self.address_string(), *args)
+
+    # -- the request cycle -------------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        self.tap.seen.clear()
+        self.tap.deadline = time.monotonic() + self.owner.limits.request_timeout_s  # also bounds a trickled line
+        self._sent_error = None
+        self._expect_continue = False
+        try:
+            self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
+        except (TimeoutError, OSError) as exc:
+            self.close_connection = True
+            self._record_partial("timeout", f"request line not received in time: {exc}")
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        started = utcnow()
+        if len(self.raw_requestline) > _MAX_LINE:
+            self._fail(started, _RequestFailed(414, "request-line-too-long", "request line too long"))
+            return
+        try:
+            parsed = self.parse_request()
+        except (TimeoutError, OSError) as exc:
+            self.close_connection = True
+            self._record_partial("timeout", f"headers not received in time: {exc}")
+            return
+        if not parsed:
+            status, detail = self._sent_error or (400, "bad request")
+            self._record_sent_error(started, status, detail)
+            return
+        try:
+            body = self._read_body()
+        except _RequestFailed as failure:
+            self._fail(started, failure)
+            return
+        except (TimeoutError, OSError) as exc:
+            self.close_connection = True
+            self._record_partial("timeout", f"body not received in time: {exc}")
+            return
+        self.tap.deadline = 0.0
+        request = HttpRequest(
+            method=self.command,
+            target=self.path,
+            headers=self.headers,
+            body=body,
+            client_certificate=self._peer_der(),
+        )
+        try:
+            answer = self.owner.service.handle(request)
+        except Exception as exc:  # a simulator bug must still give the client an answer and leave a record
+            LOG.exception("INSi simulator: internal error while answering")
+            answer = internal_error(exc)
+        if answer.delay_s and self.owner.stopping.wait(answer.delay_s):
+            self.close_connection = True
+            return
+        self._write(answer)
+        self.owner.record(started, self.client_address, request, answer, dict(self.tls), {})
+
+    def _read_body(self) -> bytes:
+        limits = self.owner.limits
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limits.max_body)
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return b""
+        try:
+            length = int(declared)
+        except ValueError:
+            raise _RequestFailed(400, "bad-content-length", f"Content-Length {declared!r} is not a number") from None
+        if length < 0:
+            raise _RequestFailed(400, "bad-content-length", "negative Content-Length")
+        if length > limits.max_body:
+            raise _RequestFailed(413, "body-too-large", f"body of {length} bytes refused (limit {limits.max_body})")
+        return self._read_exactly(length)
+
+    def _read_exactly(self, length: int) -> bytes:
+        body = bytearray()
+        while len(body) < length:
+            piece = self.tap.read_some(min(65536, length - len(body)))
+            if not piece:
+                raise _RequestFailed(0, "truncated-body", f"connection closed after {len(body)} of {length} bytes")
+            body += piece
+        return bytes(body)
+
+    def _read_chunked(self, limit: int) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1026)
+            if not line:
+                raise _RequestFailed(0, "truncated-body", "connection closed inside a chunked body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _RequestFailed(400, "bad-chunk", "malformed chunk size line") from None
+            if size == 0:
+                break
+            if len(body) + size > limit:
+                raise _RequestFailed(413, "body-too-large", f"chunked body larger than {limit} bytes refused")
+            body += self._read_exactly(size)
+            self.rfile.readline(3)
+        for _ in range(100):  # trailer fields, up to the blank line
+            if self.rfile.readline(_MAX_LINE + 1) in (b"\r\n", b"\n", b""):
+                break
+        return bytes(body)
+
+    def handle_expect_100(self) -> bool:
+        """Answer ``100 Continue`` only for a body this server will accept."""
+        self._expect_continue = True
+        declared = self.headers.get("Content-Length", "0")
+        if declared.isdigit() and int(declared) > self.owner.limits.max_body:
+            return True  # no 100: the client must not send the body; _read_body answers 413
+        return super().handle_expect_100()
+
+    # -- answers -------------------------------------------------------------------------------
+    def _write(self, answer: HttpAnswer, close: bool = False) -> None:
+        if close:
+            self.close_connection = True
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(answer.body)
+        self.wfile.flush()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Plain-text errors (the stock page is HTML); remembered so the exchange can be recorded."""
+        self._sent_error = (code, message or "")
+        self.close_connection = True
+        answer = HttpAnswer(code, f"{code} {message or ''}\n".encode(), content_type="text/plain; charset=utf-8")
+        with contextlib.suppress(OSError):
+            self._write(answer, close=True)
+
+    def _fail(self, started: datetime, failure: _RequestFailed) -> None:
+        self.close_connection = True
+        meta = base_meta()
+        meta["fault"] = failure.fault
+        meta["detail"] = failure.detail
+        answer = HttpAnswer(
+            failure.status,
+            f"{failure.status} {failure.detail}\n".encode() if failure.status else b"",
+            content_type="text/plain; charset=utf-8",
+            action=content_type_action(getattr(self, "headers", None)),
+            protocol="http",
+            meta=meta,
+        )
+        if failure.status:
+            with contextlib.suppress(OSError):
+                self._write(answer, close=True)
+        request = HttpRequest(
+            method=getattr(self, "command", "") or "",
+            target=getattr(self, "path", "") or "",
+            headers=getattr(self, "headers", None) or http.client.HTTPMessage(),
+            body=bytes(self.tap.seen) if failure.status != 413 else b"",
+        )
+        self.owner.record(started, self.client_address, request, answer, dict(self.tls), {})
+        if failure.status == 413 and not self._expect_continue:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Read and drop what the client is still sending, so it can read the refusal instead of a reset."""
+        deadline = time.monotonic() + min(3.0, self.owner.limits.socket_timeout_s)
+        drained = 0
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(0.5)
+            while drained < MAX_DRAIN and time.monotonic() < deadline:
+                piece = self.connection.recv(65536)
+                if not piece:
+                    break
+                drained += len(piece)
+
+    def _record_sent_error(self, started: datetime, status: int, detail: str) -> None:
+        meta = base_meta()
+        meta["fault"] = f"http-{status}"
+        meta["detail"] = detail
+        answer = HttpAnswer(status, f"{status} {detail}\n".encode(), "text/plain; charset=utf-8", protocol="http")
+        answer.meta = meta
+        request = HttpRequest(
+            method=getattr(self, "command", "") or "",
+            target=getattr(self, "path", "") or "",
+            headers=http.client.HTTPMessage(),
+            body=bytes(self.tap.seen),
+        )
+        self.owner.record(started, self.client_address, request, answer, dict(self.tls), {})
+
+    def _record_partial(self, fault: str, detail: str) -> None:
+        if not self.tap.seen:
+            return  # an idle keep-alive connection closing is not an exchange
+        self.owner._record_failure(
+            utcnow(),
+            self.client_address,
+            protocol="http",
+            action="",
+            request=bytes(self.tap.seen),
+            fault=fault,
+            detail=detail,
+            tls=dict(self.tls),
+        )
+
+    # -- TLS facts -----------------------------------------------------------------------------
+    def _peer_der(self) -> bytes | None:
+        if isinstance(self.connection, ssl.SSLSocket):
+            return self.connection.getpeercert(binary_form=True)
+        return None
+
+
+def _tls_facts(connection: socket.socket) -> dict[str, Any]:
+    if not isinstance(connection, ssl.SSLSocket):
+        return {}
+    cipher = connection.cipher()
+    facts: dict[str, Any] = {
+        "version": connection.version(),
+        "cipher": cipher[0] if cipher else None,
+        "client_certificate": None,
+    }
+    der = connection.getpeercert(binary_form=True)
+    if der:
+        with contextlib.suppress(ValueError):
+            facts["client_certificate"] = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    return facts
