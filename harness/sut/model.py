@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """What a SUT can be driven to do; a scenario needing a missing one is not-supported."""
 
     IDENTITY = "identity"
@@ -30,7 +30,7 @@ class Capability(str, enum.Enum):
     """Wipe the SUT's test data so each scenario starts clean."""
 
 
-class IdentityStatus(str, enum.Enum):
+class IdentityStatus(enum.StrEnum):
     """The four RNIV identity statuses (fr-core ``identity-status`` codes)."""
 
     PROV = "PROV"

@@ -1,0 +1,107 @@
+"""The adapter interface: every way of driving a SUT offers these operations.
+
+Scenarios talk to a :class:`SutAdapter`, never to the SUT's code or sockets. An
+operation whose capability the SUT does not declare raises
+:class:`harness.verdicts.NotSupported`, which the plugin records as
+``not-supported``; a SUT that breaks (refuses connections, hangs, answers
+garbage) raises :class:`SutError`, recorded as ``error``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from harness.sut.model import (
+    Capability,
+    EndpointConfig,
+    FeedAck,
+    InsOperationResult,
+    PatientRecord,
+    PatientTraits,
+    SutDescription,
+    TraceEntry,
+    WorklistItem,
+)
+from harness.verdicts import NotSupported
+
+
+class SutError(RuntimeError):
+    """The SUT could not be driven: connection refused, timeout, malformed answer."""
+
+
+class SutRefused(SutError):
+    """The SUT refused the data or request on purpose (control API 422): a business answer.
+
+    Scenarios catch it where refusing is the conforming behaviour (a mistyped
+    matricule INS); anywhere else it is an error like any other SutError.
+    """
+
+
+class SutAdapter:
+    """Base class of adapters; each operation defaults to not-supported.
+
+    Subclasses override what they can do and report it in :meth:`describe`.
+    """
+
+    name = "abstract"
+
+    def describe(self) -> SutDescription:
+        raise NotImplementedError
+
+    def require(self, capability: Capability) -> None:
+        """Raise NotSupported unless the SUT declares ``capability``."""
+        if capability not in self.describe().capabilities:
+            raise NotSupported(f"the SUT does not declare the '{capability.value}' capability")
+
+    def close(self) -> None:
+        """Release what the adapter holds (processes, sessions)."""
+
+    # -- configuration -------------------------------------------------------
+    def configure_endpoints(self, config: EndpointConfig) -> None:
+        raise NotSupported("the adapter cannot configure the SUT's endpoints")
+
+    def reset(self) -> None:
+        raise NotSupported("the SUT cannot be reset")
+
+    def set_clock(self, now: datetime) -> None:
+        raise NotSupported("the SUT's clock cannot be set")
+
+    # -- identity --------------------------------------------------------------
+    def create_patient(self, traits: PatientTraits, identity_document: str = "") -> PatientRecord:
+        raise NotSupported("identity management is not offered")
+
+    def get_patient(self, patient_id: str) -> PatientRecord:
+        raise NotSupported("identity management is not offered")
+
+    def list_patients(self) -> list[PatientRecord]:
+        raise NotSupported("identity management is not offered")
+
+    def update_traits(self, patient_id: str, changes: dict[str, Any]) -> PatientRecord:
+        raise NotSupported("identity management is not offered")
+
+    def find_patients_by_ins(self, typed_matricule: str) -> list[PatientRecord]:
+        """The identities found by a matricule INS as a user types it; SutRefused if the SUT refuses it."""
+        raise NotSupported("identity management is not offered")
+
+    def check_identity(self, patient_id: str, document_type: str) -> PatientRecord:
+        raise NotSupported("identity management is not offered")
+
+    # -- INSi ------------------------------------------------------------------
+    def search_ins(
+        self, patient_id: str, mode: str = "traits", carte_vitale: dict[str, Any] | None = None
+    ) -> InsOperationResult:
+        raise NotSupported("INSi operations are not offered")
+
+    def verify_ins(self, patient_id: str) -> InsOperationResult:
+        raise NotSupported("INSi operations are not offered")
+
+    # -- identity feeds, work list, traces -------------------------------------
+    def receive_identity_feed(self, message: bytes) -> FeedAck:
+        raise NotSupported("identity feeds are not offered")
+
+    def worklist(self) -> list[WorklistItem]:
+        raise NotSupported("the work list is not exposed")
+
+    def traces(self) -> list[TraceEntry]:
+        raise NotSupported("the SUT's call log is not exposed")

@@ -1,0 +1,222 @@
+"""The HTTP control-API adapter: drives any SUT that implements ``openapi.yaml``.
+
+A vendor adds these endpoints to a test build of their software. Every call has a
+timeout; a refused connection, a timeout, a 5xx or a body that is not the JSON
+the spec describes becomes a :class:`SutError` naming the endpoint (a 404 too: on
+``/patients/{id}`` it means the SUT lost an identity). A 501, or a capability the
+SUT does not declare in ``GET /capabilities``, becomes ``not-supported``; a 422 is
+:class:`SutRefused`, a business refusal some scenarios expect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from harness.sut.base import SutAdapter, SutError, SutRefused
+from harness.sut.model import (
+    Capability,
+    EndpointConfig,
+    FeedAck,
+    InsOperationResult,
+    PatientRecord,
+    PatientTraits,
+    SutDescription,
+    TraceEntry,
+    WorklistItem,
+)
+from harness.verdicts import NotSupported
+
+
+class HttpSut(SutAdapter):
+    """Adapter for a SUT exposing the control API at ``base_url``.
+
+    Example:
+        >>> sut = HttpSut("http://127.0.0.1:8080", timeout_s=10)
+        >>> sut.describe().capabilities  # doctest: +SKIP
+    """
+
+    name = "http"
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._session = requests.Session()
+        self._description: SutDescription | None = None
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- transport ---------------------------------------------------------------
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        capability: Capability | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        if capability is not None:
+            self.require(capability)
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._session.request(method, url, json=body, params=params, timeout=self.timeout_s)
+        except requests.Timeout:
+            raise SutError(f"{method} {path}: no answer within {self.timeout_s:g} s") from None
+        except requests.ConnectionError as exc:
+            raise SutError(f"{method} {path}: cannot connect to the SUT ({_short(exc)})") from None
+        if response.status_code == 501:
+            raise NotSupported(f"{method} {path} answered 501 Not Implemented")
+        if response.status_code == 422:
+            raise SutRefused(f"{method} {path}: refused (422): {_problem(response)}")
+        if response.status_code >= 400:
+            raise SutError(f"{method} {path}: HTTP {response.status_code}: {_problem(response)}")
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise SutError(f"{method} {path}: the answer is not JSON: {response.text[:120]!r}") from None
+
+    def _patient(self, data: Any, where: str) -> PatientRecord:
+        try:
+            return PatientRecord.from_json(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SutError(f"{where}: malformed patient in the answer ({exc})") from None
+
+    # -- description -------------------------------------------------------------
+    def describe(self) -> SutDescription:
+        if self._description is None:
+            data = self._call("GET", "/capabilities")
+            try:
+                if not isinstance(data["capabilities"], list) or not isinstance(data.get("profiles", []), list):
+                    raise TypeError("'capabilities' and 'profiles' must be arrays")
+                caps = frozenset(Capability(c) for c in data["capabilities"] if c in Capability._value2member_map_)
+                mllp = data.get("mllp")
+                self._description = SutDescription(
+                    publisher=str(data["sut"]["publisher"]),
+                    software=str(data["sut"]["software"]),
+                    version=str(data["sut"]["version"]),
+                    capabilities=caps,
+                    profiles=tuple(str(p) for p in data.get("profiles", [])),
+                    mllp=(str(mllp["host"]), int(mllp["port"])) if mllp else None,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SutError(f"GET /capabilities: malformed answer ({exc})") from None
+        return self._description
+
+    # -- operations ----------------------------------------------------------------
+    def configure_endpoints(self, config: EndpointConfig) -> None:
+        self._call("PUT", "/config/endpoints", config.to_json())
+
+    def reset(self) -> None:
+        self._call("POST", "/reset", capability=Capability.RESET)
+
+    def set_clock(self, now: datetime) -> None:
+        self._call("PUT", "/clock", {"now": now.isoformat()}, capability=Capability.CLOCK)
+
+    def create_patient(self, traits: PatientTraits, identity_document: str = "") -> PatientRecord:
+        body = {"traits": traits.to_json(), "identity_document": identity_document}
+        return self._patient(self._call("POST", "/patients", body, Capability.IDENTITY), "POST /patients")
+
+    def get_patient(self, patient_id: str) -> PatientRecord:
+        self.require(Capability.IDENTITY)
+        return self._patient(self._call("GET", f"/patients/{patient_id}"), "GET /patients/{id}")
+
+    def list_patients(self) -> list[PatientRecord]:
+        data = self._call("GET", "/patients", capability=Capability.IDENTITY)
+        return [self._patient(p, "GET /patients") for p in _items(data, "GET /patients")]
+
+    def find_patients_by_ins(self, typed_matricule: str) -> list[PatientRecord]:
+        data = self._call("GET", "/patients", capability=Capability.IDENTITY, params={"ins": typed_matricule})
+        return [self._patient(p, "GET /patients?ins=") for p in _items(data, "GET /patients?ins=")]
+
+    def update_traits(self, patient_id: str, changes: dict[str, Any]) -> PatientRecord:
+        self.require(Capability.IDENTITY)
+        data = self._call("PATCH", f"/patients/{patient_id}", {"traits": changes})
+        return self._patient(data, "PATCH /patients/{id}")
+
+    def check_identity(self, patient_id: str, document_type: str) -> PatientRecord:
+        self.require(Capability.IDENTITY)
+        data = self._call("POST", f"/patients/{patient_id}/identity-check", {"document_type": document_type})
+        return self._patient(data, "POST /patients/{id}/identity-check")
+
+    def search_ins(
+        self, patient_id: str, mode: str = "traits", carte_vitale: dict[str, Any] | None = None
+    ) -> InsOperationResult:
+        self.require(Capability.INSI)
+        body: dict[str, Any] = {"mode": mode}
+        if carte_vitale is not None:
+            body["carte_vitale"] = carte_vitale
+        return self._ins_result(self._call("POST", f"/patients/{patient_id}/ins/search", body), "ins/search")
+
+    def verify_ins(self, patient_id: str) -> InsOperationResult:
+        self.require(Capability.INSI)
+        return self._ins_result(self._call("POST", f"/patients/{patient_id}/ins/verify", {}), "ins/verify")
+
+    def _ins_result(self, data: Any, where: str) -> InsOperationResult:
+        try:
+            return InsOperationResult(
+                code=str(data["code"]), outcome=str(data["outcome"]), patient=PatientRecord.from_json(data["patient"])
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SutError(f"{where}: malformed answer ({exc})") from None
+
+    def receive_identity_feed(self, message: bytes) -> FeedAck:
+        data = self._call(
+            "POST", "/identity-feeds", {"message": message.decode("utf-8", "replace")}, Capability.IDENTITY_FEED
+        )
+        try:
+            ack = str(data["ack"]).encode("utf-8")
+        except (KeyError, TypeError) as exc:
+            raise SutError(f"POST /identity-feeds: malformed answer ({exc})") from None
+        return FeedAck(ack_code=_msa_code(ack), message=ack, patient_id=str(data.get("patient_id") or ""))
+
+    def worklist(self) -> list[WorklistItem]:
+        data = self._call("GET", "/worklist", capability=Capability.WORKLIST)
+        try:
+            return [
+                WorklistItem(str(i["patient_id"]), str(i.get("reason", "")), str(i.get("created", "")))
+                for i in _items(data, "GET /worklist")
+            ]
+        except (KeyError, TypeError) as exc:
+            raise SutError(f"GET /worklist: malformed answer ({exc})") from None
+
+    def traces(self) -> list[TraceEntry]:
+        data = self._call("GET", "/traces", capability=Capability.TRACES)
+        try:
+            return [TraceEntry.from_json(t) for t in _items(data, "GET /traces")]
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise SutError(f"GET /traces: malformed answer ({exc})") from None
+
+
+def _items(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise SutError(f"{where}: expected an object with an 'items' list")
+    return list(data["items"])
+
+
+def _msa_code(ack: bytes) -> str:
+    """MSA-1 of an HL7 v2 ACK, or '' when there is none."""
+    for segment in ack.replace(b"\n", b"\r").split(b"\r"):
+        if segment.startswith(b"MSA|"):
+            fields = segment.split(b"|")
+            return fields[1].decode("ascii", "replace") if len(fields) > 1 else ""
+    return ""
+
+
+def _problem(response: requests.Response) -> str:
+    try:
+        data = response.json()
+        if isinstance(data, dict):
+            return str(data.get("detail") or data.get("title") or data)[:200]
+    except ValueError:
+        pass
+    return response.text[:200]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "..."

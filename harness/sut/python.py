@@ -1,0 +1,159 @@
+"""The Python adapter: drive a SUT written in Python through an object in-process.
+
+``--sut python:package.module:ClassName`` imports the class and instantiates it
+without arguments. The object offers any subset of :class:`SutAdapter`'s methods
+(same names, same records from :mod:`harness.sut.model`) plus ``describe()``.
+Calls run in a daemon thread with a timeout so a hanging SUT gives an ``error``
+verdict instead of a hung run (and a call stuck for good does not keep the process
+from exiting); a missing method is ``not-supported``; any other exception the
+object raises, or an answer of the wrong type, is the SUT breaking (:class:`SutError`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from harness.sut.base import SutAdapter, SutError
+from harness.sut.model import (
+    EndpointConfig,
+    FeedAck,
+    InsOperationResult,
+    PatientRecord,
+    PatientTraits,
+    SutDescription,
+    TraceEntry,
+    WorklistItem,
+)
+from harness.verdicts import NotSupported, ScenarioOutcome
+
+T = TypeVar("T")
+
+
+def load_object(import_path: str) -> Any:
+    """Import ``package.module:ClassName`` and return an instance of the class."""
+    module_name, _, attr = import_path.partition(":")
+    if not module_name or not attr:
+        raise SutError(f"expected 'package.module:ClassName', got {import_path!r}")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except Exception as exc:  # ImportError, AttributeError, but also a SyntaxError in the module
+        raise SutError(f"cannot load {import_path!r}: {type(exc).__name__}: {exc}") from None
+    if not callable(factory):
+        raise SutError(f"{import_path!r} is not a class or factory")
+    try:
+        return factory()
+    except Exception as exc:
+        raise SutError(f"cannot create {import_path!r}: {type(exc).__name__}: {exc}") from exc
+
+
+class PythonSut(SutAdapter):
+    """Adapter delegating to an in-process Python object."""
+
+    name = "python"
+
+    def __init__(self, target: Any, timeout_s: float = 10.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        closer = getattr(self.target, "close", None)
+        if callable(closer):
+            closer()
+
+    def _delegate(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        func: Callable[..., Any] | None = getattr(self.target, method, None)
+        if not callable(func):
+            raise NotSupported(f"the Python SUT has no '{method}' operation")
+        outcome: dict[str, Any] = {}
+        finished = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome["value"] = func(*args, **kwargs)
+            except BaseException as exc:  # handed back to the caller's thread below
+                outcome["error"] = exc
+            finally:
+                finished.set()
+
+        # A daemon thread per call: a call stuck for good is abandoned, never joined.
+        threading.Thread(target=call, name=f"python-sut-{method}", daemon=True).start()
+        if not finished.wait(self.timeout_s):
+            raise SutError(f"{method}: no answer within {self.timeout_s:g} s")
+        exc = outcome.get("error")
+        if exc is None:
+            return outcome.get("value")
+        if isinstance(exc, ScenarioOutcome | SutError):
+            raise exc
+        if not isinstance(exc, Exception):
+            raise exc
+        raise SutError(f"{method}: the SUT raised {type(exc).__name__}: {exc}") from exc
+
+    def describe(self) -> SutDescription:
+        description = self._delegate("describe")
+        if not isinstance(description, SutDescription):
+            raise SutError("describe() must return a harness.sut.model.SutDescription")
+        return description
+
+    def configure_endpoints(self, config: EndpointConfig) -> None:
+        self._delegate("configure_endpoints", config)
+
+    def reset(self) -> None:
+        self._delegate("reset")
+
+    def set_clock(self, now: datetime) -> None:
+        self._delegate("set_clock", now)
+
+    def create_patient(self, traits: PatientTraits, identity_document: str = "") -> PatientRecord:
+        return _typed(self._delegate("create_patient", traits, identity_document), PatientRecord, "create_patient")
+
+    def get_patient(self, patient_id: str) -> PatientRecord:
+        return _typed(self._delegate("get_patient", patient_id), PatientRecord, "get_patient")
+
+    def list_patients(self) -> list[PatientRecord]:
+        return _typed_list(self._delegate("list_patients"), PatientRecord, "list_patients")
+
+    def find_patients_by_ins(self, typed_matricule: str) -> list[PatientRecord]:
+        return _typed_list(
+            self._delegate("find_patients_by_ins", typed_matricule), PatientRecord, "find_patients_by_ins"
+        )
+
+    def update_traits(self, patient_id: str, changes: dict[str, Any]) -> PatientRecord:
+        return _typed(self._delegate("update_traits", patient_id, changes), PatientRecord, "update_traits")
+
+    def check_identity(self, patient_id: str, document_type: str) -> PatientRecord:
+        return _typed(self._delegate("check_identity", patient_id, document_type), PatientRecord, "check_identity")
+
+    def search_ins(
+        self, patient_id: str, mode: str = "traits", carte_vitale: dict[str, Any] | None = None
+    ) -> InsOperationResult:
+        result = self._delegate("search_ins", patient_id, mode, carte_vitale)
+        return _typed(result, InsOperationResult, "search_ins")
+
+    def verify_ins(self, patient_id: str) -> InsOperationResult:
+        return _typed(self._delegate("verify_ins", patient_id), InsOperationResult, "verify_ins")
+
+    def receive_identity_feed(self, message: bytes) -> FeedAck:
+        return _typed(self._delegate("receive_identity_feed", message), FeedAck, "receive_identity_feed")
+
+    def worklist(self) -> list[WorklistItem]:
+        return _typed_list(self._delegate("worklist"), WorklistItem, "worklist")
+
+    def traces(self) -> list[TraceEntry]:
+        return _typed_list(self._delegate("traces"), TraceEntry, "traces")
+
+
+def _typed(value: Any, expected: type[T], method: str) -> T:
+    if not isinstance(value, expected):
+        raise SutError(f"{method}() returned {type(value).__name__}, expected {expected.__name__}")
+    return value
+
+
+def _typed_list(value: Any, expected: type[T], method: str) -> list[T]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, expected) for v in value):
+        raise SutError(f"{method}() must return a list of {expected.__name__}, got {type(value).__name__}")
+    return list(value)
