@@ -17,7 +17,7 @@ from typing import Any
 from harness.findings import Finding
 
 
-class VerdictStatus(str, enum.Enum):
+class VerdictStatus(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     ERROR = "error"
@@ -79,8 +79,12 @@ class Verdict:
 
     Attributes:
         nodeid: the pytest node id of the scenario.
-        scenario_ref: the ANS compliance-scenario id (``INS/va1.06.01``).
+        scenario_ref: the ANS compliance-scenario id (``INS/va1.06.01``) that owns the
+            evidence folder; for a requirement ANS gives no scenario, the requirement id.
         requirement_refs: the ANS requirement ids covered (``INS/va1.06``).
+        also_scenario_refs: other ANS compliance scenarios the same run performs (a
+            scenario of another requirement checked by the same exchanges, such as
+            ``INS/va1.63.01`` alongside ``INS/va1.06.01``).
         title: what the scenario demonstrates, in one line.
         status: the verdict.
         reason: one sentence explaining a non-passed status.
@@ -97,6 +101,7 @@ class Verdict:
     title: str
     status: VerdictStatus
     reason: str = ""
+    also_scenario_refs: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     artefacts: list[Artefact] = field(default_factory=list)
@@ -104,11 +109,17 @@ class Verdict:
     started: datetime | None = None
     ended: datetime | None = None
 
+    @property
+    def scenario_refs(self) -> tuple[str, ...]:
+        """Every compliance scenario this verdict stands for, its own first."""
+        return (self.scenario_ref, *[s for s in self.also_scenario_refs if s != self.scenario_ref])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid,
             "scenario_ref": self.scenario_ref,
             "requirement_refs": list(self.requirement_refs),
+            "also_scenario_refs": list(self.also_scenario_refs),
             "title": self.title,
             "status": self.status.value,
             "reason": self.reason,
@@ -126,6 +137,7 @@ class Verdict:
             nodeid=data["nodeid"],
             scenario_ref=data["scenario_ref"],
             requirement_refs=list(data["requirement_refs"]),
+            also_scenario_refs=list(data.get("also_scenario_refs", [])),
             title=data.get("title", ""),
             status=VerdictStatus(data["status"]),
             reason=data.get("reason", ""),

@@ -75,7 +75,8 @@ def test_one_row_per_requirement_and_scenario_in_ans_order(rows: list[MatrixRow]
 def test_statuses_are_derived_from_all_verdicts(rows: list[MatrixRow]) -> None:
     table = by_key(rows)
     ins = table[("INS/va1.06", "INS/va1.06.01")]
-    assert ins["Statut harness"] == "passed" and ins["Statut scénario"] == "passed"
+    assert ins["Statut scénario"] == "passed"
+    assert ins["Statut harness"] == "manual", "passed, but a proof only the vendor can give is still due"
     assert ins["Preuves produites"] == "requirements/INS_va1.06/INS_va1.06.01/qualifiee-ko"
     assert ins["Preuves à fournir par l'éditeur"] == "INS/va1.06.01.02", "documentation needs the vendor"
     assert ins["Exigence conditionnelle"] == "NON" and ins["N° preuve 1"] == "INS/va1.06.01.01"
@@ -196,3 +197,20 @@ def test_xlsx_never_holds_a_formula(tmp_path: Path) -> None:
     cell = next(c for c in comments if c.value and "HYPERLINK" in c.value)
     assert cell.data_type == "s" and cell.value.startswith("failed: =HYPERLINK")
     assert "\x07" not in cell.value, "control characters Excel rejects are replaced"
+
+
+def test_a_verdict_standing_for_several_scenarios_fills_each_of_their_rows() -> None:
+    both = Verdict("t", "INS/va1.06.01", ["INS/va1.06", "INS/va1.63"], "", VerdictStatus.PASSED)
+    both.also_scenario_refs = ["INS/va1.63.01"]
+    table = by_key(build_rows(small_catalog(), [RecordedVerdict(both, "f/1", "1")]))
+    second = table[("INS/va1.63", "INS/va1.63.01")]
+    assert second["Statut scénario"] == "passed", "the verdict is that scenario's own, not a related one"
+    assert second["Preuves produites"] == "f/1" and "via" not in second["Commentaire"]
+
+
+def test_a_requirement_is_passed_only_when_no_proof_is_left_to_the_vendor() -> None:
+    catalog = small_catalog()
+    passed = [Verdict("t", "INS/va1.63.01", ["INS/va1.63"], "", VerdictStatus.PASSED)]
+    assert by_key(build_rows(catalog, passed))[("INS/va1.63", "INS/va1.63.01")]["Statut harness"] == "passed"
+    with_doc = [Verdict("t", "INS/va1.06.01", ["INS/va1.06"], "", VerdictStatus.PASSED)]
+    assert by_key(build_rows(catalog, with_doc))[("INS/va1.06", "INS/va1.06.01")]["Statut harness"] == "manual"

@@ -46,13 +46,13 @@ def default_data_dir() -> Path:
     return Path(str(resources.files("harness.catalog") / "data"))
 
 
-def load_catalog(dsr: str = "LGC", data_dir: Path | None = None) -> Catalog:
+def load_catalog(dsr: str = "LGC", data_dir: Path | str | None = None) -> Catalog:
     """Load the catalogue of one DSR (``LGC``) from ``data_dir``.
 
     Raises:
         CatalogError: listing every problem found, each naming its file and entry.
     """
-    root = data_dir or default_data_dir()
+    root = Path(data_dir) if data_dir else default_data_dir()
     problems: list[str] = []
     profiles = _load_profiles(root / "profiles.toml", problems)
     dsr_dir = root / dsr.lower()

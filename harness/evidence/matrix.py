@@ -178,11 +178,21 @@ def build_rows(catalog: Catalog, records: Sequence[RecordedVerdict | Verdict]) -
     for req in sorted(catalog, key=requirement_sort_key):
         own = naming.get(req.ref, [])
         scenario_refs = {sc.ref for sc in req.scenarios}
-        unattached = [r for r in own if r.verdict.scenario_ref not in scenario_refs]
+        unattached = [r for r in own if not scenario_refs.intersection(r.verdict.scenario_refs)]
         status = statuses[req.ref]
         scenarios: list[ComplianceScenario | None] = [*sorted(req.scenarios, key=lambda s: natural_key(s.ref))]
+        shown_by_row = [
+            [r for r in own if sc is not None and sc.ref in r.verdict.scenario_refs] for sc in scenarios or [None]
+        ]
+        proofs_by_row = [
+            _vendor_proofs(sc, shown, status) for sc, shown in zip(scenarios or [None], shown_by_row, strict=True)
+        ]
+        if status is VerdictStatus.PASSED and any(proofs_by_row):
+            # Every automated check passed, but ANS still expects a proof only the
+            # vendor can give (a CNDA certificate, documentation...): not done yet.
+            status = VerdictStatus.MANUAL
         for index, sc in enumerate(scenarios or [None]):
-            shown = [r for r in own if sc is not None and r.verdict.scenario_ref == sc.ref]
+            shown = shown_by_row[index]
             related = unattached if index == 0 else []
             rows.append(
                 MatrixRow(
@@ -190,7 +200,7 @@ def build_rows(catalog: Catalog, records: Sequence[RecordedVerdict | Verdict]) -
                     scenario=sc,
                     requirement_status=status,
                     scenario_verdicts=tuple(shown),
-                    vendor_proofs=_vendor_proofs(sc, shown, status),
+                    vendor_proofs=proofs_by_row[index],
                     comment=_comment(shown, related),
                     related_verdicts=tuple(related),
                 )

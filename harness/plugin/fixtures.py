@@ -1,0 +1,111 @@
+"""Fixtures scenarios use: the SUT, the simulators, the test PKI, evidence.
+
+Simulators are session-wide (one server per run, on loopback) and reset before
+each scenario; the SUT is opened once per run and reset before each scenario
+when it offers the ``reset`` capability. The ``evidence`` fixture starts
+collecting from every simulator recorder when the scenario starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from harness.plugin.evidence import ScenarioEvidence
+from harness.plugin.session import SESSION_KEY
+from harness.sut.base import SutAdapter
+from harness.sut.model import Capability, EndpointConfig, InsiEndpoint
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: the plugin loads in every pytest run, and a run
+    # that uses no simulator should not pay for (or depend on) starting one.
+    from harness.pki import TestPki
+    from harness.simulators.insi import IdentityBase, InsiSimulator
+
+
+def _evidence_key() -> pytest.StashKey[ScenarioEvidence]:
+    from harness.plugin import EVIDENCE_KEY
+
+    return EVIDENCE_KEY
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """The run's test PKI (IGC-Santé stand-in), generated now; keys never leave the run."""
+    from harness.pki import TestPki
+
+    return TestPki.generate(Path(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture(scope="session")
+def harness_sut(request: pytest.FixtureRequest) -> SutAdapter:
+    """The SUT adapter for the whole run (opened on first use)."""
+    return request.config.stash[SESSION_KEY].sut()
+
+
+@pytest.fixture(scope="session")
+def insi_simulator(request: pytest.FixtureRequest, pki: TestPki, harness_sut: SutAdapter) -> Iterator[InsiSimulator]:
+    """The INSi simulator for the run, with the SUT pointed at it."""
+    from harness.simulators.insi import InsiSimulator
+
+    simulator = InsiSimulator(pki=pki)
+    simulator.start()
+    request.config.stash[SESSION_KEY].recorders["insi"] = simulator.recorder
+    try:
+        harness_sut.configure_endpoints(
+            EndpointConfig(
+                insi=InsiEndpoint(
+                    url=simulator.url,
+                    ca_pem=pki.ca_bundle_pem.decode("ascii"),
+                    client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
+                    client_key_pem=pki.organisation.key_pem.decode("ascii"),
+                    cps_cert_pem=pki.cps.chain_pem.decode("ascii"),
+                    cps_key_pem=pki.cps.key_pem.decode("ascii"),
+                )
+            )
+        )
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def insi(insi_simulator: InsiSimulator, evidence: ScenarioEvidence) -> InsiSimulator:
+    """The INSi simulator, reset (no fault, no override) for this scenario."""
+    insi_simulator.reset()
+    evidence.track("insi", insi_simulator.recorder)
+    return insi_simulator
+
+
+@pytest.fixture
+def insi_identities(insi_simulator: InsiSimulator) -> IdentityBase:
+    """The synthetic identities the INSi simulator knows (``fixtures/insi/identities.toml``)."""
+    return insi_simulator.base
+
+
+@pytest.fixture
+def sut(harness_sut: SutAdapter) -> SutAdapter:
+    """The system under test, wiped clean for this scenario when it can be."""
+    if Capability.RESET in harness_sut.describe().capabilities:
+        harness_sut.reset()
+    return harness_sut
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> ScenarioEvidence:
+    """Collects this scenario's findings, exchanges and files for the verdict.
+
+    Example::
+
+        def test_x(sut, insi, evidence):
+            evidence.expect(record.ins is None, "ins.removed", "the INS must be removed")
+            evidence.conclude()
+    """
+    ev = ScenarioEvidence()
+    for name, recorder in request.config.stash[SESSION_KEY].recorders.items():
+        ev.track(name, recorder)
+    request.node.stash[_evidence_key()] = ev
+    return ev
