@@ -140,7 +140,9 @@ class ControlApi:
         return 204, None
 
     def list_patients(self, request: Request) -> tuple[int, Any]:
-        return 200, {"items": [p.to_json() for p in self.service.list()]}
+        typed = request.args.get("ins")
+        patients = self.service.all() if typed is None else self.service.find_by_typed_ins(typed)
+        return 200, {"items": [p.to_json() for p in patients]}
 
     def create_patient(self, request: Request) -> tuple[int, Any]:
         return 201, self.service.create(_json(request)).to_json()

@@ -17,8 +17,12 @@ DEFECTS: dict[str, str] = {
     "no-auto-verify": "an INS received in a feed is stored without calling INSi (rule 52).",
     "trust-received-status": "an identity received as QUAL stays QUAL after an OK verification (rule 30).",
     "keep-ins-on-trait-change": "changing a strict trait keeps the INS and the status (rule 27).",
+    "drop-ins-on-any-trait-change": "changing a secondary trait (the used name) also drops the INS (rule 27).",
     "cps-assertion-in-centre": "INSi is called with a CPS assertion even under the 'Centres de santé' profile.",
     "ignores-cr-02": "INSi CR 02 (several identities) marks the identity as if found, without an INS.",
+    "skips-nir-key-check": "a search by matricule INS accepts 13 characters or a wrong control key (rule 17).",
+    "matricule-field-13-chars": "the matricule search field takes 13 characters only, refusing the key (rule 17).",
+    "qualify-without-document": "INSi CR 00 makes the identity QUAL at once, with no identity-document check.",
     "bad-lps-context": "the ContexteLPS header is sent without its LPS/IDAM element.",
 }
 """Defect name → what it breaks."""

@@ -234,8 +234,26 @@ class IdentityService:
             raise UnknownPatient(f"no identity {patient_id!r}")
         return patient
 
-    def list(self) -> list[Patient]:
+    def all(self) -> list[Patient]:
         return self.store.list_patients()
+
+    def find_by_typed_ins(self, typed: str) -> list[Patient]:
+        """The identities holding the matricule INS a user typed (RNIV rule 17).
+
+        The whole 15 characters are required and the control key must be right before
+        any search; the ``skips-nir-key-check`` defect searches on the first 13 only.
+        """
+        matricule = typed.strip().upper()
+        if self.has("matricule-field-13-chars"):
+            if len(matricule) != 13:
+                raise InvalidInput(f"the matricule field takes 13 characters; {len(matricule)} typed")
+        elif not self.has("skips-nir-key-check"):
+            if len(matricule) != 15:
+                raise InvalidInput(f"a matricule INS has 15 characters (13 + key); {len(matricule)} typed")
+            if not is_valid_matricule(matricule):
+                raise InvalidInput("the control key of the typed matricule INS is wrong")
+        body = matricule[:13]
+        return [p for p in self.store.list_patients() if p.ins is not None and p.ins.matricule[:13] == body]
 
     def create(self, body: Any) -> Patient:
         """A new local identity: VALI when an identity document was checked, PROV otherwise."""
@@ -257,6 +275,8 @@ class IdentityService:
             updated = replace(patient, traits=traits, updated=self.clock.iso())
             strict_changed = not traits.strict_equal(patient.traits)
             holds_ins = patient.ins is not None or patient.status.has_insi
+            if self.has("drop-ins-on-any-trait-change"):
+                strict_changed = traits != patient.traits
             if strict_changed and holds_ins and not self.has("keep-ins-on-trait-change"):
                 updated = updated.without_ins()
             self.store.save_patient(updated)
@@ -310,7 +330,8 @@ class IdentityService:
     def _apply_search(self, patient: Patient, checked: CheckedAnswer) -> InsOutcome:
         individu = checked.individu
         if checked.code == "00" and individu is not None:
-            updated = self.with_insi_identity(patient, individu, patient.status.with_ins())
+            status = Status.QUAL if self.has("qualify-without-document") else patient.status.with_ins()
+            updated = self.with_insi_identity(patient, individu, status)
             self.store.save_patient(updated)
             return InsOutcome("00", "found", updated)
         if checked.code == "01":
