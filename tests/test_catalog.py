@@ -160,3 +160,17 @@ def test_select_filters_by_section_and_profile(catalog) -> None:
     assert ins and all(r.area == "INS" for r in ins)
     centres = catalog.select(profiles=["Centres de santé"])
     assert [r.ref for r in centres] == ["INS/va1.14"]
+
+
+def test_coverage_counts_ans_scenarios_and_never_guesses(catalog, tmp_path: Path) -> None:
+    from harness.catalog.coverage import Coverage, CoverageError, coverage_of
+    from tests.conftest import REPO
+
+    coverage = coverage_of(catalog, REPO / "scenarios")
+    assert coverage["INS/va1.38"] is Coverage.AUTOMATED, "both of its ANS scenarios are performed"
+    assert coverage["INS/va1.15"] is Coverage.MANUAL
+    broken = tmp_path / "scenarios"
+    broken.mkdir()
+    (broken / "test_broken.py").write_text("def test_(:\n", encoding="utf-8")
+    with pytest.raises(CoverageError, match="collecting the scenarios"):
+        coverage_of(catalog, broken)

@@ -27,6 +27,10 @@ class Coverage(enum.StrEnum):
     """No scenario and ANS defines no proof for it yet."""
 
 
+class CoverageError(RuntimeError):
+    """The scenarios could not be collected, so coverage is unknown."""
+
+
 @dataclass
 class AutomatedRefs:
     """The requirement and compliance-scenario ids the collected scenarios name."""
@@ -54,10 +58,14 @@ def automated_refs(scenarios_dir: Path, catalog_dir: Path | None = None) -> Auto
     import pytest
 
     collector = _MarkerCollector()
-    args = [str(scenarios_dir), "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:terminal"]
+    args = [str(scenarios_dir), "--collect-only", "-p", "no:cacheprovider", "-p", "no:terminal"]
+    args.append(f"--rootdir={scenarios_dir.parent}")
     if catalog_dir is not None:
         args.append(f"--catalog-dir={catalog_dir}")
-    pytest.main(args, plugins=[collector])
+    code = pytest.main(args, plugins=[collector])
+    if code != pytest.ExitCode.OK:
+        # Wrong coverage is worse than none: never report "manual" because collection broke.
+        raise CoverageError(f"collecting the scenarios under {scenarios_dir} failed (pytest exit code {int(code)})")
     return collector.found
 
 

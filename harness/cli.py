@@ -1,0 +1,336 @@
+"""``segur-harness``: the command line over the pytest core.
+
+Commands: ``run`` (a conformance run, then the evidence pack, verified),
+``serve`` (the simulators, for manual testing), ``catalog`` (the requirements and
+how each is covered), ``pack`` and ``verify-pack``, ``import-rem`` (catalogue
+skeletons from an ANS REM export).
+
+Exit codes fit CI: 0 every applicable scenario conforms, 1 non-conformities,
+2 errors (SUT or harness) or bad usage.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+EXIT_OK = 0
+EXIT_NONCONFORMING = 1
+EXIT_ERROR = 2
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ségur conformance harness (ANS referencing).")
+console = Console()
+
+
+def scenarios_dir() -> Path:
+    """Where the conformance scenarios live (the installed ``scenarios`` package)."""
+    import scenarios
+
+    return Path(scenarios.__file__).resolve().parent
+
+
+class _Progress:
+    """A pytest plugin driving a rich progress bar, one tick per finished scenario."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def pytest_collection_finish(self, session: Any) -> None:
+        self.task = self.progress.add_task("scenarios", total=len(session.items))
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "teardown" and self.task is not None:
+            self.progress.advance(self.task)
+
+
+@app.command()
+def run(
+    sut: Annotated[str, typer.Option(help="'reference[:defect,...]', a control-API URL, or 'python:module:Class'")] = (
+        "reference"
+    ),
+    dsr: Annotated[str, typer.Option(help="DSR whose catalogue applies")] = "LGC",
+    catalog_dir: Annotated[Path | None, typer.Option(help="catalogue data folder; default: the built-in one")] = None,
+    profile: Annotated[
+        list[str] | None, typer.Option(help="ANS profile claimed (repeatable); default: the SUT's")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="evidence folder; default reports/<run-id>")] = None,
+    out: Annotated[Path, typer.Option(help="where the evidence pack zip is written")] = Path("reports"),
+    sut_timeout: Annotated[float, typer.Option(help="per-call SUT timeout, seconds")] = 10.0,
+    signing_key: Annotated[Path | None, typer.Option(help="PEM private key signing the manifest")] = None,
+    signing_cert: Annotated[Path | None, typer.Option(help="PEM certificate of the signing key")] = None,
+    select: Annotated[str | None, typer.Option("-k", help="only scenarios matching this pytest -k expression")] = None,
+    junitxml: Annotated[Path | None, typer.Option(help="also write a JUnit XML report")] = None,
+    alluredir: Annotated[Path | None, typer.Option(help="also write Allure results")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show pytest's own output")] = False,
+) -> None:
+    """Run the conformance scenarios against a SUT, then build and verify the evidence pack."""
+    import pytest
+
+    from harness.evidence.journal import read_verdicts
+    from harness.evidence.pack import PackError, build_pack
+    from harness.evidence.verify import verify_pack
+    from harness.plugin.session import new_run_id
+
+    started = time.monotonic()
+    folder = (run_dir or Path("reports") / new_run_id(datetime.now(UTC))).resolve()
+    args = [str(scenarios_dir()), "-p", "no:cacheprovider", f"--sut={sut}", f"--dsr={dsr}", f"--run-dir={folder}"]
+    args += [f"--sut-timeout={sut_timeout}", f"--rootdir={scenarios_dir().parent}"]
+    if catalog_dir:
+        args.append(f"--catalog-dir={catalog_dir.resolve()}")
+    for name in profile or []:
+        args.append(f"--profile={name}")
+    if signing_key and signing_cert:
+        args += [f"--signing-key={signing_key}", f"--signing-cert={signing_cert}"]
+    if select:
+        args += ["-k", select]
+    if junitxml:
+        args.append(f"--junitxml={junitxml}")
+    if alluredir:
+        args.append(f"--alluredir={alluredir}")
+    if not verbose:
+        args += ["-p", "no:terminal"]
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        code = pytest.main(args, plugins=[_Progress(progress)])
+    if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR) or not (folder / "journal.jsonl").exists():
+        console.print(f"[red]the run did not complete (pytest exit code {int(code)})[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    verdicts = read_verdicts(folder)
+    try:
+        pack = build_pack(folder, out)
+    except PackError as exc:
+        console.print(f"[red]the evidence pack could not be built: {exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    check = verify_pack(pack)
+    _print_summary(verdicts, _requirement_counts(folder), folder, pack, check.ok, time.monotonic() - started)
+    if not check.ok:
+        for problem in check.problems:
+            console.print(f"[red]pack problem:[/red] {problem}")
+        raise typer.Exit(EXIT_ERROR)
+    statuses = {v.status.value for v in verdicts}
+    if "error" in statuses:
+        raise typer.Exit(EXIT_ERROR)
+    if "failed" in statuses:
+        raise typer.Exit(EXIT_NONCONFORMING)
+    raise typer.Exit(EXIT_OK)
+
+
+def _requirement_counts(run_folder: Path) -> dict[str, int]:
+    """How many requirements the matrix gives each status (read back from ``matrix.csv``)."""
+    import csv
+    from collections import Counter
+
+    from harness.evidence.layout import MATRIX_CSV
+
+    with (run_folder / MATRIX_CSV).open(encoding="utf-8-sig", newline="") as fh:
+        statuses = {row["N° exigence"]: row["Statut harness"] for row in csv.DictReader(fh)}
+    return dict(Counter(statuses.values()))
+
+
+def _print_summary(
+    verdicts: list[Any], requirement_counts: dict[str, int], run_folder: Path, pack: Path, pack_ok: bool, seconds: float
+) -> None:
+    from collections import Counter
+
+    from harness.evidence.layout import case_name
+
+    automated = [v for v in verdicts if v.nodeid]
+    by_status = Counter(v.status.value for v in automated)
+    table = Table(title="Conformance scenarios")
+    table.add_column("scenario")
+    table.add_column("case")
+    table.add_column("requirements")
+    table.add_column("verdict")
+    table.add_column("reason", overflow="fold")
+    colours = {
+        "passed": "green",
+        "failed": "red",
+        "error": "magenta",
+        "not-applicable": "dim",
+        "not-supported": "yellow",
+    }
+    for v in automated:
+        colour = colours.get(v.status.value, "cyan")
+        table.add_row(
+            " ".join(v.scenario_refs),
+            case_name(v.nodeid),
+            " ".join(v.requirement_refs),
+            f"[{colour}]{v.status.value}[/{colour}]",
+            "" if v.status.value == "passed" else v.reason,
+        )
+    console.print(table)
+    console.print("scenarios:    " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
+    console.print("requirements: " + ", ".join(f"{n} {s}" for s, n in sorted(requirement_counts.items())))
+    console.print(f"evidence folder: {run_folder}")
+    console.print(f"evidence pack:   {pack} ({'verified' if pack_ok else 'VERIFICATION FAILED'})")
+    console.print(f"wall time: {seconds:.1f} s")
+
+
+@app.command()
+def pack(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by 'run'")],
+    out: Annotated[Path, typer.Option(help="folder for the zip")] = Path("reports"),
+) -> None:
+    """Build the evidence-pack zip of a finished run (deterministic: same run, same bytes)."""
+    from harness.evidence.pack import PackError, build_pack
+
+    if not (run_dir / "manifest.json").exists():
+        console.print(f"[red]{run_dir} is not a finalised run folder (no manifest.json)[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        console.print(str(build_pack(run_dir, out)))
+    except PackError as exc:
+        console.print(f"[red]cannot build the pack: {exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@app.command("verify-pack")
+def verify_pack_command(
+    path: Annotated[Path, typer.Argument(help="an evidence-pack zip or a run folder")],
+    trust: Annotated[Path | None, typer.Option(help="certificate the manifest signer must match")] = None,
+) -> None:
+    """Check every hash of a pack and its manifest signature; name what differs."""
+    from harness.evidence.verify import verify_pack
+
+    result = verify_pack(path, trusted_cert=trust)
+    for problem in result.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    for warning in getattr(result, "warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    if not result.ok:
+        raise typer.Exit(EXIT_NONCONFORMING)
+    console.print(f"[green]pack verified[/green]: {path}")
+
+
+@app.command()
+def catalog(
+    dsr: Annotated[str, typer.Option(help="DSR")] = "LGC",
+    section: Annotated[list[str] | None, typer.Option(help="area filter (INS, DMP, MSS...), repeatable")] = None,
+    profile: Annotated[list[str] | None, typer.Option(help="profile filter, repeatable")] = None,
+    show: Annotated[str | None, typer.Option(help="show one requirement in full")] = None,
+    catalog_dir: Annotated[Path | None, typer.Option(help="catalogue data folder; default: the built-in one")] = None,
+) -> None:
+    """List the requirements and whether each is automated, partly automated, manual or not covered."""
+    from harness.catalog import CatalogError, load_catalog
+    from harness.catalog.coverage import Coverage, CoverageError, coverage_of
+
+    try:
+        cat = load_catalog(dsr, catalog_dir)
+    except CatalogError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    if show and show not in cat:
+        console.print(f"[red]no requirement {show!r} in the {dsr} catalogue[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        coverage = coverage_of(cat, scenarios_dir(), catalog_dir)
+    except CoverageError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    if show:
+        req = cat.get(show)
+        console.print(
+            f"[bold]{req.ref}[/bold] ({', '.join(req.va1_refs) or 'va2'}) — {req.nature.value}, {req.profile}"
+        )
+        console.print(f"{req.section} / {req.bloc} / {req.fonction}")
+        console.print(req.statement)
+        console.print(f"coverage: {coverage[req.ref].value}")
+        for sc in req.scenarios:
+            console.print(f"  [bold]{sc.ref}[/bold] {sc.summary}")
+            for step in sc.steps:
+                console.print(f"    - {step}")
+            for proof in sc.proofs:
+                console.print(f"    proof {proof.ref} [{proof.kind.value}] {proof.text}")
+        return
+    table = Table(title=f"Catalogue {dsr} ({cat.version})")
+    for column in ("ref", "va1", "profile", "nature", "coverage", "statement"):
+        table.add_column(column, overflow="fold")
+    rows = cat.select(section or (), profile or ())
+    for req in rows:
+        cov = coverage[req.ref]
+        colour = {
+            Coverage.AUTOMATED: "green",
+            Coverage.PARTIAL: "cyan",
+            Coverage.MANUAL: "yellow",
+            Coverage.NOT_COVERED: "red",
+        }[cov]
+        table.add_row(
+            req.ref,
+            " ".join(req.va1_refs),
+            req.profile,
+            req.nature.value,
+            f"[{colour}]{cov.value}[/{colour}]",
+            req.statement[:90] + ("…" if len(req.statement) > 90 else ""),
+        )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for req in rows:
+        counts[coverage[req.ref].value] = counts.get(coverage[req.ref].value, 0) + 1
+    console.print(f"{len(rows)} requirements: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
+
+
+@app.command()
+def serve(
+    duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
+    port: Annotated[int, typer.Option(help="INSi port (0 = any free port)")] = 0,
+    pki_dir: Annotated[Path, typer.Option(help="where the test PKI is written")] = Path("reports/serve-pki"),
+) -> None:
+    """Start the simulators on loopback for manual testing and print how to reach them."""
+    from harness.pki import TestPki
+    from harness.simulators.insi import InsiSimulator
+
+    pki = TestPki.generate(pki_dir)
+    simulator = InsiSimulator(pki=pki, port=port)
+    simulator.start()
+    try:
+        table = Table(title="Simulators (127.0.0.1)")
+        table.add_column("service")
+        table.add_column("endpoint")
+        table.add_column("notes", overflow="fold")
+        table.add_row("INSi", simulator.url, f"WSDL: {simulator.wsdl_url}")
+        console.print(table)
+        console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
+        console.print(f"organisation certificate / key:    {pki.organisation.cert_path} / {pki.organisation.key_path}")
+        console.print(f"CPS-like certificate / key:        {pki.cps.cert_path} / {pki.cps.key_path}")
+        console.print("Ctrl-C to stop." if not duration else f"stopping in {duration:g} s")
+        deadline = time.monotonic() + duration if duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        simulator.stop()
+        console.print(f"{len(simulator.recorder.all())} exchanges recorded")
+
+
+@app.command("import-rem")
+def import_rem(
+    rem_csv: Annotated[Path, typer.Argument(help="rem-<dsr>.csv (one row per requirement × scenario)")],
+    proofs_csv: Annotated[Path, typer.Argument(help="rem-<dsr>-proofs.csv (one row per proof)")],
+    out: Annotated[Path, typer.Option(help="folder for the skeleton files")] = Path("catalog-skeleton"),
+    area: Annotated[list[str] | None, typer.Option(help="areas to import, repeatable")] = None,
+    include_obsolete: Annotated[list[str] | None, typer.Option(help="obsolete refs to keep anyway")] = None,
+) -> None:
+    """Write catalogue skeletons from an ANS REM export (ids exact; wording left to paraphrase)."""
+    from harness.catalog.import_rem import write_skeletons
+
+    areas = area or ["INS", "DMP", "MSS", "PSC", "ANN", "CDA", "DOC", "PORT"]
+    for path in write_skeletons(rem_csv, proofs_csv, out, areas, include_obsolete or ()):
+        console.print(str(path))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The ``segur-harness`` command line, run as a vendor's CI runs it: a separate process, exit codes checked.
+
+Each conformance run here is a short one (``-k`` selects a few scenarios) against
+the built-in reference system; the full main job is exercised by the README's
+first command and by ``bench/bench_main_job.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+QUICK = "centre_de_sante or typed_matricule or fifteen_characters"
+"""A -k expression selecting four fast INSi scenario cases."""
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``segur-harness ARGS`` in a fresh process, with a wide terminal so tables do not fold."""
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
+
+
+def only_pack(folder: Path) -> Path:
+    packs = sorted(folder.glob("*.zip"))
+    assert len(packs) == 1, packs
+    return packs[0]
+
+
+@pytest.fixture(scope="module")
+def conforming_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """One short conforming run, shared by the tests that read what it wrote."""
+    work = tmp_path_factory.mktemp("cli-run")
+    done = cli("run", "-k", QUICK, f"--run-dir={work / 'run'}", f"--out={work / 'out'}")
+    return done, work / "run", work / "out"
+
+
+def test_a_conforming_run_exits_0_with_a_summary_and_a_verified_pack(
+    conforming_run: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
+    done, run_dir, out = conforming_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Conformance scenarios" in done.stdout and "INS/va1.14.01" in done.stdout
+    assert "scenarios:    4 passed" in done.stdout
+    assert "requirements: " in done.stdout and "(verified)" in done.stdout.replace("\n", "")
+    pack = only_pack(out)
+    assert pack.name.startswith("segur-harness-reference-cabinet-temoin-0.1.0-lgc-") and pack.suffix == ".zip"
+    assert (run_dir / "manifest.json").exists() and (run_dir / "manifest.sig").exists()
+
+
+def test_verify_pack_accepts_the_pack_and_names_a_tampered_file(
+    conforming_run: tuple[subprocess.CompletedProcess[str], Path, Path], tmp_path: Path
+) -> None:
+    _, _, out = conforming_run
+    pack = only_pack(out)
+    ok = cli("verify-pack", str(pack))
+    assert ok.returncode == 0 and "pack verified" in ok.stdout, ok.stdout + ok.stderr
+
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(pack) as source, zipfile.ZipFile(tampered, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "run.json":
+                data = data[:10] + bytes([data[10] ^ 0x01]) + data[11:]
+            target.writestr(info, data)
+    bad = cli("verify-pack", str(tampered))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "run.json" in bad.stdout and "problem" in bad.stdout
+
+
+def test_pack_rebuilds_the_same_bytes(
+    conforming_run: tuple[subprocess.CompletedProcess[str], Path, Path], tmp_path: Path
+) -> None:
+    _, run_dir, out = conforming_run
+    again = cli("pack", str(run_dir), f"--out={tmp_path}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert only_pack(tmp_path).read_bytes() == only_pack(out).read_bytes()
+
+
+def test_a_defect_makes_the_run_exit_1(tmp_path: Path) -> None:
+    done = cli(
+        "run",
+        "--sut=reference:cps-assertion-in-centre",
+        "-k",
+        "centre_de_sante",
+        f"--run-dir={tmp_path / 'run'}",
+        f"--out={tmp_path}",
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "failed" in done.stdout and "organisation certificate" in done.stdout
+    assert "(verified)" in done.stdout.replace("\n", ""), "a non-conforming run still gets a verified pack"
+
+
+def test_an_unreachable_sut_makes_the_run_exit_2_with_its_evidence(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = cli(
+        "run", f"--sut=http://127.0.0.1:{port}", "-k", QUICK, f"--run-dir={tmp_path / 'run'}", f"--out={tmp_path}"
+    )
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "error" in done.stdout and "cannot connect" in done.stdout
+    assert (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_an_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
+    done = cli("run", "--profile=Cabinet lunaire", f"--run-dir={tmp_path / 'run'}", f"--out={tmp_path}")
+    assert done.returncode == 2
+    assert "did not complete" in done.stdout
+
+
+def test_catalog_lists_with_filters_and_coverage() -> None:
+    done = cli("catalog", "--section", "PSC")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 requirements" in done.stdout and "PSC.01" in done.stdout
+    centre = cli("catalog", "--profile", "Centres de santé")
+    assert "INS/va1.14" in centre.stdout and "automated" in centre.stdout and "1 requirements" in centre.stdout
+
+
+def test_catalog_shows_one_requirement_with_its_proofs() -> None:
+    done = cli("catalog", "--show", "INS/va1.38")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "LGC.INS" in done.stdout and "INS/va1.38.01.01" in done.stdout
+    assert "coverage: automated" in done.stdout
+    cnda = cli("catalog", "--show", "INS/va1.15")
+    assert "coverage: manual" in cnda.stdout
+
+
+def test_catalog_refuses_an_unknown_id_and_a_broken_catalogue(tmp_path: Path) -> None:
+    unknown = cli("catalog", "--show", "INS/va1.999")
+    assert unknown.returncode == 2 and "no requirement 'INS/va1.999'" in unknown.stdout
+    (tmp_path / "lgc").mkdir()
+    (tmp_path / "profiles.toml").write_text('[[profile]]\nname = "Général"\n', encoding="utf-8")
+    (tmp_path / "lgc" / "x.toml").write_text("[[requirement]\n", encoding="utf-8")
+    broken = cli("catalog", f"--catalog-dir={tmp_path}")
+    assert broken.returncode == 2 and "x.toml: cannot read" in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr
+
+
+def test_serve_prints_the_endpoints_and_the_certificates(tmp_path: Path) -> None:
+    done = cli("serve", "--duration=0.5", f"--pki-dir={tmp_path}", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "https://127.0.0.1:" in done.stdout and "WSDL" in done.stdout
+    assert str(tmp_path / "ca-bundle.pem") in done.stdout.replace("\n", "")
+    assert (tmp_path / "organisation.pem").exists() or any(tmp_path.glob("organisation*"))
