@@ -221,7 +221,7 @@ def catalog(
 ) -> None:
     """List the requirements and whether each is automated, partly automated, manual or not covered."""
     from harness.catalog import CatalogError, load_catalog
-    from harness.catalog.coverage import Coverage, CoverageError, coverage_of
+    from harness.plugin.coverage import Coverage, CoverageError, coverage_of
 
     try:
         cat = load_catalog(dsr, catalog_dir)
@@ -283,24 +283,48 @@ def serve(
     duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
     port: Annotated[int, typer.Option(help="INSi port (0 = any free port)")] = 0,
     pki_dir: Annotated[Path, typer.Option(help="where the test PKI is written")] = Path("reports/serve-pki"),
+    fault: Annotated[
+        str | None,
+        typer.Option(
+            help="inject a fault in every INSi call: unavailable, slow, soap-fault, malformed, not-found-as-fault"
+        ),
+    ] = None,
+    fault_delay: Annotated[float, typer.Option(help="seconds of delay for --fault slow")] = 10.0,
+    save_exchanges: Annotated[
+        Path | None, typer.Option(help="on stop, write every recorded exchange (secrets redacted) to this folder")
+    ] = None,
 ) -> None:
     """Start the simulators on loopback for manual testing and print how to reach them."""
+    import json
+
+    from harness.evidence.redact import redact_exchange
     from harness.pki import TestPki
     from harness.simulators.insi import InsiSimulator
+    from harness.simulators.insi.faults import FaultKind, InsiFault
 
+    injected: InsiFault | None = None
+    if fault is not None:
+        try:
+            injected = InsiFault(FaultKind(fault), delay_s=fault_delay if fault == "slow" else 0.0)
+        except ValueError:
+            console.print(f"[red]unknown fault {fault!r}; known: {', '.join(k.value for k in FaultKind)}[/red]")
+            raise typer.Exit(EXIT_ERROR) from None
     pki = TestPki.generate(pki_dir)
     simulator = InsiSimulator(pki=pki, port=port)
     simulator.start()
+    if injected is not None:
+        simulator.set_fault(injected)
     try:
         table = Table(title="Simulators (127.0.0.1)")
         table.add_column("service")
         table.add_column("endpoint")
         table.add_column("notes", overflow="fold")
-        table.add_row("INSi", simulator.url, f"WSDL: {simulator.wsdl_url}")
+        notes = f"WSDL: {simulator.wsdl_url}" + (f"; fault injected: {fault}" if fault else "")
+        table.add_row("INSi", simulator.url, notes)
         console.print(table)
         console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
-        console.print(f"organisation certificate / key:    {pki.organisation.cert_path} / {pki.organisation.key_path}")
-        console.print(f"CPS-like certificate / key:        {pki.cps.cert_path} / {pki.cps.key_path}")
+        console.print(f"organisation certificate / key:    {pki.organisation.chain_path} / {pki.organisation.key_path}")
+        console.print(f"CPS-like certificate / key:        {pki.cps.chain_path} / {pki.cps.key_path}")
         console.print("Ctrl-C to stop." if not duration else f"stopping in {duration:g} s")
         deadline = time.monotonic() + duration if duration else None
         while deadline is None or time.monotonic() < deadline:
@@ -309,7 +333,14 @@ def serve(
         pass
     finally:
         simulator.stop()
-        console.print(f"{len(simulator.recorder.all())} exchanges recorded")
+        exchanges = simulator.recorder.all()
+        console.print(f"{len(exchanges)} exchanges recorded")
+        if save_exchanges is not None:
+            save_exchanges.mkdir(parents=True, exist_ok=True)
+            for position, exchange in enumerate(exchanges, start=1):
+                text = json.dumps(redact_exchange(exchange).to_dict(), indent=2, ensure_ascii=False)
+                (save_exchanges / f"{position:03d}-insi.json").write_text(text, encoding="utf-8")
+            console.print(f"exchanges written to {save_exchanges}")
 
 
 @app.command("import-rem")

@@ -163,7 +163,7 @@ def test_select_filters_by_section_and_profile(catalog) -> None:
 
 
 def test_coverage_counts_ans_scenarios_and_never_guesses(catalog, tmp_path: Path) -> None:
-    from harness.catalog.coverage import Coverage, CoverageError, coverage_of
+    from harness.plugin.coverage import Coverage, CoverageError, coverage_of
     from tests.conftest import REPO
 
     coverage = coverage_of(catalog, REPO / "scenarios")

@@ -156,4 +156,52 @@ def test_serve_prints_the_endpoints_and_the_certificates(tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     assert "https://127.0.0.1:" in done.stdout and "WSDL" in done.stdout
     assert str(tmp_path / "ca-bundle.pem") in done.stdout.replace("\n", "")
-    assert (tmp_path / "organisation.pem").exists() or any(tmp_path.glob("organisation*"))
+    assert (tmp_path / "organisation-chain.pem").exists() and (tmp_path / "organisation.key").exists()
+
+
+def test_serve_with_a_fault_answers_a_zeep_client_and_saves_what_it_recorded(tmp_path: Path) -> None:
+    """A QA engineer's manual session: start ``serve`` with a fault, call it with zeep, read the saved exchanges."""
+    import requests
+    from zeep import Client
+    from zeep.exceptions import Fault
+    from zeep.transports import Transport
+
+    saved = tmp_path / "exchanges"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "harness.cli", "serve", "--duration=20", f"--pki-dir={tmp_path / 'pki'}"),
+            *("--fault=soap-fault", f"--save-exchanges={saved}"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not any("stopping in" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, "serve stopped before announcing its endpoint: " + "".join(lines)
+            lines.append(line)
+        url = next(word for line in lines for word in line.split() if word.startswith("https://127.0.0.1:"))
+        pki = tmp_path / "pki"
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify=
+        session.verify = str(pki / "ca-bundle.pem")
+        session.cert = (str(pki / "organisation-chain.pem"), str(pki / "organisation.key"))
+        client = Client(url + "?wsdl", transport=Transport(session=session, timeout=10))
+        with pytest.raises(Fault, match="Erreur technique"):
+            client.service.rechercherInsAvecTraitsIdentite(
+                NomNaissance="SEGURUN", Prenom="ANNE", Sexe="F", DateNaissance="1985-04-17"
+            )
+        process.send_signal(2)  # Ctrl-C
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "exchanges recorded" in out and "exchanges written to" in out
+    files = sorted(saved.glob("*-insi.json"))
+    assert len(files) >= 2, "the WSDL fetch and the SOAP call"
+    assert any("Erreur technique" in f.read_text(encoding="utf-8") for f in files)
