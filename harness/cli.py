@@ -179,13 +179,35 @@ def _print_summary(
 def pack(
     run_dir: Annotated[Path, typer.Argument(help="a run folder written by 'run'")],
     out: Annotated[Path, typer.Option(help="folder for the zip")] = Path("reports"),
+    catalog_dir: Annotated[Path | None, typer.Option(help="catalogue data folder; default: the built-in one")] = None,
+    signing_key: Annotated[Path | None, typer.Option(help="PEM private key signing the manifest")] = None,
+    signing_cert: Annotated[Path | None, typer.Option(help="PEM certificate of the signing key")] = None,
 ) -> None:
-    """Build the evidence-pack zip of a finished run (deterministic: same run, same bytes)."""
+    """Build the evidence-pack zip of a run (deterministic: same run, same bytes).
+
+    A run that was interrupted (killed, crashed: a journal but no manifest) is first
+    finalised from its journal, so every scenario it finished reaches the pack.
+    """
+    from harness.catalog import CatalogError, load_catalog
+    from harness.evidence.journal import read_journal
+    from harness.evidence.manifest import finalize_run
     from harness.evidence.pack import PackError, build_pack
 
     if not (run_dir / "manifest.json").exists():
-        console.print(f"[red]{run_dir} is not a finalised run folder (no manifest.json)[/red]")
-        raise typer.Exit(EXIT_ERROR)
+        contents = read_journal(run_dir) if (run_dir / "journal.jsonl").exists() else None
+        if contents is None or contents.run is None:
+            console.print(f"[red]{run_dir} is not a run folder (no journal with a run-started line)[/red]")
+            raise typer.Exit(EXIT_ERROR)
+        try:
+            catalog = load_catalog(contents.run.dsr, catalog_dir)
+        except CatalogError as exc:
+            console.print(str(exc), style="red", markup=False)
+            raise typer.Exit(EXIT_ERROR) from None
+        state = "interrupted" if not contents.finished else "not finalised"
+        console.print(f"[yellow]{run_dir}: run {state}; finalising it from its journal[/yellow]")
+        console.print(f"{len(contents.records)} verdicts journaled" + (", last line cut" if contents.truncated else ""))
+        signer = (signing_key, signing_cert) if signing_key and signing_cert else None
+        finalize_run(run_dir, catalog, signer=signer)
     try:
         console.print(str(build_pack(run_dir, out)))
     except PackError as exc:

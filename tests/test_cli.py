@@ -7,6 +7,7 @@ first command and by ``bench/bench_main_job.py``.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -205,3 +206,72 @@ def test_serve_with_a_fault_answers_a_zeep_client_and_saves_what_it_recorded(tmp
     files = sorted(saved.glob("*-insi.json"))
     assert len(files) >= 2, "the WSDL fetch and the SOAP call"
     assert any("Erreur technique" in f.read_text(encoding="utf-8") for f in files)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _scenario_verdicts(text: str) -> int:
+    """Journaled verdicts of scenarios that ran (not the manual ones written at the end)."""
+    count = 0
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the last line of a killed run may be cut
+        count += record.get("type") == "verdict" and bool(record["verdict"].get("nodeid"))
+    return count
+
+
+def _journaled_scenarios(journal: Path) -> int:
+    return _scenario_verdicts(journal.read_text(encoding="utf-8")) if journal.exists() else 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the reference process")
+def test_a_killed_run_keeps_its_finished_scenarios_and_can_still_be_packed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", f"--run-dir={run_dir}", f"--out={tmp_path / 'never'}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while _journaled_scenarios(run_dir / "journal.jsonl") < 5 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    reference = _children(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    finished = _journaled_scenarios(run_dir / "journal.jsonl")
+    assert finished >= 5
+    assert not (run_dir / "manifest.json").exists()
+
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in reference) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in reference:  # zombies are reaped by init; a live reference process would still be "R"/"S"
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "reference outlived its run"
+
+    packed = cli("pack", str(run_dir), f"--out={tmp_path / 'out'}")
+    assert packed.returncode == 0, packed.stdout + packed.stderr
+    assert "interrupted" in packed.stdout and "finalising it from its journal" in packed.stdout
+    assert cli("verify-pack", str(only_pack(tmp_path / "out"))).returncode == 0
+    with zipfile.ZipFile(only_pack(tmp_path / "out")) as archive:
+        journal = archive.read("journal.jsonl").decode("utf-8")
+    assert _scenario_verdicts(journal) == finished

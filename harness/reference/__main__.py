@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--mllp-port", type=int, default=0, help="MLLP port (default 0: any free port)")
     parser.add_argument("--call-timeout", type=float, default=5.0, help="INSi call timeout in seconds (default 5)")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one dies (the harness's launcher sets it)",
+    )
     return parser
 
 
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     http = make_server(args.host, args.port, app, threaded=True)
 
     stop = threading.Event()
+    parent = os.getppid()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         ", ".join(sorted(defects)) or "none",
     )
     while not stop.wait(0.05):
-        pass
+        if args.exit_with_parent and os.getppid() != parent:
+            log.info("the launching process is gone")
+            break
     log.info("stopping")
     http.shutdown()
     mllp.stop()

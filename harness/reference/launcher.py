@@ -75,7 +75,7 @@ def reference_command(
 ) -> list[str]:
     """The command line that starts the reference system on loopback with free ports."""
     command = [python, "-m", "harness.reference", "--host", "127.0.0.1", "--port", "0", "--mllp-port", "0"]
-    command += ["--db", str(db_path), "--call-timeout", f"{call_timeout_s:g}"]
+    command += ["--db", str(db_path), "--call-timeout", f"{call_timeout_s:g}", "--exit-with-parent"]
     if defects:
         command += ["--defects", ",".join(defects)]
     if profiles is not None:
