@@ -1,0 +1,156 @@
+"""The control API contract: the OpenAPI spec is valid, and the adapter and the reference system keep to it.
+
+A vendor implements ``harness/sut/openapi.yaml``; the HTTP adapter relies on it.
+If the spec, the adapter and the reference system drifted apart, the reference
+system would pass scenarios that a vendor following the spec fails. So every
+request the adapter sends and every answer the reference system gives while being
+driven through each operation is validated against the spec with openapi-core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from openapi_core import OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+from openapi_spec_validator import validate
+
+from harness.identity_feed.pam_fr import FeedPatient, build_identity_message
+from harness.pki import TestPki
+from harness.simulators.insi import InsiSimulator
+from harness.sut.base import SutRefused
+from harness.sut.model import EndpointConfig, Ins, InsiEndpoint, PatientTraits
+from harness.sut.reference import ReferenceSut
+from tests.conftest import REPO
+
+SPEC = REPO / "harness" / "sut" / "openapi.yaml"
+METHODS = ("get", "put", "post", "patch", "delete")
+
+
+def load_spec() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    return data
+
+
+def spec_operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(m.upper(), path) for path, item in spec["paths"].items() for m in METHODS if m in item}
+
+
+def test_the_spec_is_valid_openapi_3() -> None:
+    validate(load_spec())
+
+
+def test_the_reference_system_serves_exactly_the_spec_operations() -> None:
+    source = (REPO / "harness" / "reference" / "api.py").read_text(encoding="utf-8")
+    rules = re.findall(r'Rule\("([^"]+)", endpoint="[^"]+", methods=\["([A-Z]+)"\]\)', source)
+    served = {(method, re.sub(r"<[^>]+>", "{id}", path)) for path, method in rules}
+    assert served == spec_operations(load_spec())
+
+
+def test_the_adapter_calls_only_spec_operations() -> None:
+    source = (REPO / "harness" / "sut" / "http.py").read_text(encoding="utf-8")
+    calls = re.findall(r'_call\(\s*"([A-Z]+)",\s*f?"([^"]+)"', source)
+    used = {(method, re.sub(r"\{[^}]+\}", "{id}", path)) for method, path in calls}
+    assert used and used <= spec_operations(load_spec())
+
+
+class ContractCheck:
+    """A requests response hook validating each exchange against the spec."""
+
+    def __init__(self, base_url: str) -> None:
+        spec = load_spec()
+        spec["servers"] = [{"url": base_url}]
+        self.openapi = OpenAPI.from_dict(spec)
+        self.problems: list[str] = []
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        request = RequestsOpenAPIRequest(response.request)
+        where = f"{response.request.method} {response.request.path_url} → {response.status_code}"
+        self.seen.add((str(response.request.method), re.sub(r"/patients/[^/?]+", "/patients/{id}", request.path)))
+        for error in self.openapi.iter_request_errors(request):
+            self.problems.append(f"{where}: request: {error}")
+        if response.status_code < 400:
+            for error in self.openapi.iter_response_errors(request, RequestsOpenAPIResponse(response)):
+                self.problems.append(f"{where}: response: {error}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    return TestPki.generate(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def driven(pki: TestPki, tmp_path: Path) -> Iterator[tuple[ReferenceSut, ContractCheck, InsiSimulator]]:
+    with InsiSimulator(pki) as insi:
+        sut = ReferenceSut(tmp_path / "reference", timeout_s=10.0)
+        check = ContractCheck(sut.base_url)
+        sut._session.hooks["response"].append(check)
+        try:
+            yield sut, check, insi
+        finally:
+            sut.close()
+
+
+def test_every_operation_keeps_to_the_spec(driven: tuple[ReferenceSut, ContractCheck, InsiSimulator]) -> None:
+    sut, check, insi = driven
+    pki = insi.pki
+    sut.describe()
+    sut.configure_endpoints(
+        EndpointConfig(
+            insi=InsiEndpoint(
+                url=insi.url,
+                ca_pem=pki.ca_bundle_pem.decode("ascii"),
+                client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
+                client_key_pem=pki.organisation.key_pem.decode("ascii"),
+                cps_cert_pem=pki.cps.chain_pem.decode("ascii"),
+                cps_key_pem=pki.cps.key_pem.decode("ascii"),
+            )
+        )
+    )
+    sut.reset()
+    sut.set_clock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
+    sut._call("GET", "/clock")
+    identity = insi.base.named("with-history")
+    traits = PatientTraits(
+        birth_name=identity.birth_name,
+        first_names=tuple(identity.first_names),
+        sex=identity.sex,
+        birth_date=identity.birth_date,
+        birthplace_cog=identity.birthplace,
+    )
+    patient = sut.create_patient(traits)
+    assert sut.search_ins(patient.id, mode="traits").outcome == "found"
+    card = insi.base.named("carte-vitale")
+    other = sut.create_patient(PatientTraits(card.birth_name, tuple(card.first_names), card.sex, card.birth_date))
+    sut.search_ins(other.id, mode="carte-vitale", carte_vitale={"matricule_od": card.matricule_od or card.matricule})
+    sut.check_identity(patient.id, "CN")
+    assert sut.verify_ins(patient.id).outcome == "OK"
+    sut.update_traits(patient.id, {"used_name": "USAGE"})
+    assert [p.id for p in sut.find_patients_by_ins(identity.matricule)] == [patient.id]
+    with pytest.raises(SutRefused):
+        sut.find_patients_by_ins(identity.matricule[:13])
+    sut.get_patient(patient.id)
+    sut.list_patients()
+    feed = FeedPatient(
+        ipp="IPP1",
+        ipp_authority_name="HOPITAL-VOISIN",
+        ipp_authority_oid="1.2.250.1.999.1.1.7",
+        traits=traits,
+        ins=Ins(identity.matricule, identity.oid),
+        identity_reliability="VALI",
+        ins_query_date=datetime(2026, 3, 2, tzinfo=UTC).date(),
+    )
+    sut.receive_identity_feed(build_identity_message(feed, "A28", control_id="C1", timestamp=datetime.now(UTC)))
+    sut.worklist()
+    sut.traces()
+
+    assert check.problems == []
+    assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"
