@@ -239,15 +239,20 @@ def test_a_ko_feed_does_not_update_a_known_identity(
     evidence.conclude()
 
 
+def _feed_a_stranger(sut: SutAdapter, identity_feed: IdentityFeed) -> list[PatientRecord]:
+    """Send an identity whose INS INSi does not know (verification KO); the identities the SUT then holds for it."""
+    stranger = unknown_to_insi()
+    identity_feed.send(stranger, reliability="VALI")
+    identity_feed.settle()
+    return [p for p in sut.list_patients() if p.traits.birth_name == stranger.birth_name]
+
+
 @pytest.mark.requirement("INS/va1.05", scenario="INS/va1.05.01")
 def test_a_ko_feed_for_an_unknown_patient_creates_it_without_ins(
     sut: SutAdapter, insi: InsiSimulator, identity_feed: IdentityFeed, evidence: ScenarioEvidence
 ) -> None:
     """A message for an unknown patient whose INS verification is KO creates the identity without INS or OID."""
-    stranger = unknown_to_insi()
-    identity_feed.send(stranger, reliability="VALI")
-    identity_feed.settle()
-    created = [p for p in sut.list_patients() if p.traits.birth_name == stranger.birth_name]
+    created = _feed_a_stranger(sut, identity_feed)
     if not evidence.expect(len(created) == 1, "ins.feed.ko.created", "the identity must be created, once"):
         evidence.conclude()
     _attach_patient(evidence, "created.json", created[0])
@@ -265,10 +270,7 @@ def test_data_with_a_ko_ins_goes_to_a_work_list(
     sut: SutAdapter, insi: InsiSimulator, identity_feed: IdentityFeed, evidence: ScenarioEvidence
 ) -> None:
     """Data received with an INS that verification rejects is not integrated silently: it lands on a work list."""
-    stranger = unknown_to_insi()
-    identity_feed.send(stranger, reliability="VALI")
-    identity_feed.settle()
-    created = [p for p in sut.list_patients() if p.traits.birth_name == stranger.birth_name]
+    created = _feed_a_stranger(sut, identity_feed)
     items = sut.worklist()
     evidence.attach("worklist.json", json.dumps([asdict(i) for i in items], indent=2).encode(), "application/json")
     evidence.expect(

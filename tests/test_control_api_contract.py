@@ -24,9 +24,10 @@ from openapi_spec_validator import validate
 
 from harness.identity_feed.pam_fr import FeedPatient, build_identity_message
 from harness.pki import TestPki
+from harness.plugin.fixtures import insi_endpoint_config
 from harness.simulators.insi import InsiSimulator
 from harness.sut.base import SutRefused
-from harness.sut.model import EndpointConfig, Ins, InsiEndpoint, PatientTraits
+from harness.sut.model import Ins, PatientTraits
 from harness.sut.reference import ReferenceSut
 from tests.conftest import REPO
 
@@ -101,20 +102,8 @@ def driven(pki: TestPki, tmp_path: Path) -> Iterator[tuple[ReferenceSut, Contrac
 
 def test_every_operation_keeps_to_the_spec(driven: tuple[ReferenceSut, ContractCheck, InsiSimulator]) -> None:
     sut, check, insi = driven
-    pki = insi.pki
     sut.describe()
-    sut.configure_endpoints(
-        EndpointConfig(
-            insi=InsiEndpoint(
-                url=insi.url,
-                ca_pem=pki.ca_bundle_pem.decode("ascii"),
-                client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
-                client_key_pem=pki.organisation.key_pem.decode("ascii"),
-                cps_cert_pem=pki.cps.chain_pem.decode("ascii"),
-                cps_key_pem=pki.cps.key_pem.decode("ascii"),
-            )
-        )
-    )
+    sut.configure_endpoints(insi_endpoint_config(insi.url, insi.pki))
     sut.reset()
     sut.set_clock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))
     sut._call("GET", "/clock")

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from harness.catalog.model import Catalog, Requirement
 from harness.evidence import layout
 from harness.evidence.journal import RecordedVerdict, RunInfo
-from harness.evidence.matrix import MatrixRow, requirement_sort_key
+from harness.evidence.matrix import MatrixRow, requirement_sort_key, run_facts
 from harness.verdicts import STATUS_PRECEDENCE, VerdictStatus
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
@@ -105,7 +105,6 @@ def render_index(
 def _facts(run: RunInfo | None) -> str:
     if run is None:
         return "<p>Aucune information d'exécution (journal sans ligne de début).</p>"
-    sut = run.sut
     signer = run.signer or {}
     signer_text = ""
     if signer:
@@ -113,17 +112,7 @@ def _facts(run: RunInfo | None) -> str:
             " — clé générée par le harness, pas une clé de l'éditeur" if signer.get("generated") else ""
         )
     facts = [
-        ("Éditeur", sut.get("publisher", "")),
-        ("Logiciel", sut.get("software", "")),
-        ("Version", sut.get("version", "")),
-        ("Adaptateur", sut.get("adapter", "")),
-        ("DSR", run.dsr),
-        ("Profils", ", ".join(run.profiles)),
-        ("Identifiant d'exécution", run.run_id),
-        ("Début", run.started.isoformat()),
-        ("Fin", run.ended.isoformat() if run.ended else "inachevée"),
-        ("Version du harness", run.harness_version),
-        ("Version du catalogue", run.catalog_version),
+        *run_facts(run),
         ("Hôte", ", ".join(f"{k}: {v}" for k, v in sorted(run.host.items()))),
         ("Ligne de commande", " ".join(run.command)),
         ("Signataire du manifeste", signer_text),

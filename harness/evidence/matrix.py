@@ -367,7 +367,7 @@ def matrix_xlsx(rows: Sequence[MatrixRow], run: RunInfo | None, moment: datetime
     facts = workbook.create_sheet("Exécution")
     facts.column_dimensions["A"].width = 24
     facts.column_dimensions["B"].width = 80
-    for index, (label, value) in enumerate(_run_facts(run), start=1):
+    for index, (label, value) in enumerate(run_facts(run), start=1):
         put(facts, index, 1, label).font = bold
         put(facts, index, 2, value)
 
@@ -382,7 +382,8 @@ def matrix_xlsx(rows: Sequence[MatrixRow], run: RunInfo | None, moment: datetime
     return stablezip.restamp(buffer.getvalue(), stablezip.zip_time(moment))
 
 
-def _run_facts(run: RunInfo | None) -> list[tuple[str, str]]:
+def run_facts(run: RunInfo | None) -> list[tuple[str, str]]:
+    """The run's facts as (label, value) pairs, in French like ANS's forms: the matrix's and ``index.html``'s."""
     if run is None:
         return [("Exécution", "inconnue (journal sans début)")]
     sut = run.sut
@@ -395,7 +396,7 @@ def _run_facts(run: RunInfo | None) -> list[tuple[str, str]]:
         ("Profils", ", ".join(run.profiles)),
         ("Identifiant d'exécution", run.run_id),
         ("Début", run.started.isoformat()),
-        ("Fin", run.ended.isoformat() if run.ended else ""),
+        ("Fin", run.ended.isoformat() if run.ended else "inachevée"),
         ("Version du harness", run.harness_version),
         ("Version du catalogue", run.catalog_version),
     ]

@@ -55,21 +55,24 @@ def insi_simulator(request: pytest.FixtureRequest, pki: TestPki, harness_sut: Su
     simulator.start()
     request.config.stash[SESSION_KEY].recorders["insi"] = simulator.recorder
     try:
-        harness_sut.configure_endpoints(
-            EndpointConfig(
-                insi=InsiEndpoint(
-                    url=simulator.url,
-                    ca_pem=pki.ca_bundle_pem.decode("ascii"),
-                    client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
-                    client_key_pem=pki.organisation.key_pem.decode("ascii"),
-                    cps_cert_pem=pki.cps.chain_pem.decode("ascii"),
-                    cps_key_pem=pki.cps.key_pem.decode("ascii"),
-                )
-            )
-        )
+        harness_sut.configure_endpoints(insi_endpoint_config(simulator.url, pki))
         yield simulator
     finally:
         simulator.stop()
+
+
+def insi_endpoint_config(url: str, pki: TestPki) -> EndpointConfig:
+    """What the SUT is told to reach INSi at ``url``: the CA bundle, the organisation and CPS-like credentials."""
+    return EndpointConfig(
+        insi=InsiEndpoint(
+            url=url,
+            ca_pem=pki.ca_bundle_pem.decode("ascii"),
+            client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
+            client_key_pem=pki.organisation.key_pem.decode("ascii"),
+            cps_cert_pem=pki.cps.chain_pem.decode("ascii"),
+            cps_key_pem=pki.cps.key_pem.decode("ascii"),
+        )
+    )
 
 
 @pytest.fixture
