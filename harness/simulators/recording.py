@@ -89,19 +89,32 @@ class ExchangeRecorder:
 
     def __init__(self) -> None:
         self._items: list[Exchange] = []
+        self._dropped = 0
+        """Exchanges forgotten by :meth:`clear`: positions stay absolute across it."""
         self._cond = threading.Condition()
 
     def record(self, exchange: Exchange) -> Exchange:
         with self._cond:
-            exchange.seq = len(self._items) + 1
+            exchange.seq = self._dropped + len(self._items) + 1
             self._items.append(exchange)
             self._cond.notify_all()
         return exchange
 
+    def clear(self) -> None:
+        """Forget the recorded exchanges; positions (marks, ``seq``) keep counting.
+
+        A simulator's reset clears its record between scenarios, but the evidence
+        collector may have marked the recorder just before: that mark must still mean
+        "everything after this point", so a clear never rewinds the count.
+        """
+        with self._cond:
+            self._dropped += len(self._items)
+            self._items.clear()
+
     def mark(self) -> int:
         """A position to query from later: exchanges after it are 'new'."""
         with self._cond:
-            return len(self._items)
+            return self._dropped + len(self._items)
 
     def all(self) -> list[Exchange]:
         with self._cond:
@@ -110,7 +123,7 @@ class ExchangeRecorder:
     def since(self, mark: int, action: str | None = None) -> list[Exchange]:
         """Exchanges recorded after ``mark``, optionally only those for ``action``."""
         with self._cond:
-            items = self._items[mark:]
+            items = self._items[max(0, mark - self._dropped) :]
         return [e for e in items if action is None or e.action == action]
 
     def wait_for(
@@ -126,7 +139,7 @@ class ExchangeRecorder:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:
-                for e in self._items[mark:]:
+                for e in self._items[max(0, mark - self._dropped) :]:
                     if predicate(e):
                         return e
                 remaining = deadline - time.monotonic()

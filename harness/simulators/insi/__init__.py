@@ -16,7 +16,6 @@ Parts: :mod:`.identities` (who INSi knows), :mod:`.soap` (safe parsing, answers)
 from harness.simulators.insi.auth import AuthMode
 from harness.simulators.insi.faults import FaultKind, InsiFault
 from harness.simulators.insi.identities import FormerIns, IdentityBase, IdentityBaseError, InsiIdentity
-from harness.simulators.insi.recorder import ClearableRecorder
 from harness.simulators.insi.simulator import InsiSimulator
 from harness.simulators.insi.soap import ACTION_CARD, ACTION_TRAITS, Operation
 
@@ -24,7 +23,6 @@ __all__ = [
     "ACTION_CARD",
     "ACTION_TRAITS",
     "AuthMode",
-    "ClearableRecorder",
     "FaultKind",
     "FormerIns",
     "IdentityBase",

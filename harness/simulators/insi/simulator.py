@@ -16,10 +16,10 @@ from harness.pki import TestPki
 from harness.simulators.insi.auth import Authenticator, AuthMode
 from harness.simulators.insi.faults import FaultKind, FaultSwitch, InsiFault, as_fault
 from harness.simulators.insi.identities import IdentityBase
-from harness.simulators.insi.recorder import ClearableRecorder
 from harness.simulators.insi.server import InsiServer, Limits, server_ssl_context
 from harness.simulators.insi.service import InsiService
 from harness.simulators.insi.soap import ACTION_CARD, ACTION_TRAITS, Operation
+from harness.simulators.recording import ExchangeRecorder
 
 PATH = "/insi"
 
@@ -53,7 +53,7 @@ class InsiSimulator:
         self.host = host
         self.port = port
         self.tls = tls
-        self.recorder = ClearableRecorder()
+        self.recorder = ExchangeRecorder()
         """Every exchange (simulator ``insi``, protocol ``soap12``; ``http``/``tls`` for failed requests)."""
         self.limits = Limits(socket_timeout_s=socket_timeout_s, request_timeout_s=request_timeout_s)
         self._faults = FaultSwitch()
