@@ -317,9 +317,8 @@ def serve(
     ] = None,
 ) -> None:
     """Start the simulators on loopback for manual testing and print how to reach them."""
-    import json
-
-    from harness.evidence.redact import redact_exchange
+    from harness.evidence.journal import exchange_evidence
+    from harness.evidence.layout import exchange_name
     from harness.pki import TestPki
     from harness.simulators.insi import InsiSimulator
     from harness.simulators.insi.faults import FaultKind, InsiFault
@@ -360,8 +359,8 @@ def serve(
         if save_exchanges is not None:
             save_exchanges.mkdir(parents=True, exist_ok=True)
             for position, exchange in enumerate(exchanges, start=1):
-                text = json.dumps(redact_exchange(exchange).to_dict(), indent=2, ensure_ascii=False)
-                (save_exchanges / f"{position:03d}-insi.json").write_text(text, encoding="utf-8")
+                _, data = exchange_evidence(exchange)
+                (save_exchanges / exchange_name(position, exchange.simulator)).write_bytes(data)
             console.print(f"exchanges written to {save_exchanges}")
 
 

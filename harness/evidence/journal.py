@@ -240,9 +240,8 @@ class RunJournal:
 
             descriptors: list[dict[str, Any]] = []
             for position, exchange in enumerate(exchanges, start=1):
-                safe = redact_exchange(exchange)
+                safe, data = exchange_evidence(exchange)
                 rel = folder / layout.EXCHANGES / layout.exchange_name(position, exchange.simulator)
-                data = _dumps(safe.to_dict(), indent=2).encode("utf-8")
                 sha = self._write_file(self.run_dir / rel, data)
                 written_dirs.add(self.run_dir / rel.parent)
                 descriptors.append(
@@ -345,6 +344,12 @@ class RunJournal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def exchange_evidence(exchange: Exchange) -> tuple[Exchange, bytes]:
+    """The exchange with its secrets redacted, and the JSON file that records it as evidence."""
+    safe = redact_exchange(exchange)
+    return safe, _dumps(safe.to_dict(), indent=2).encode("utf-8")
 
 
 def run_json_bytes(run: RunInfo) -> bytes:

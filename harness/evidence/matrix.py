@@ -152,7 +152,12 @@ class MatrixRow:
 
 
 def requirement_statuses(catalog: Catalog, verdicts: Iterable[Verdict | RecordedVerdict]) -> dict[str, VerdictStatus]:
-    """Each catalogue requirement's status from every verdict naming it (none → ``manual``)."""
+    """Each catalogue requirement's status from every verdict naming it (none → ``manual``).
+
+    This is the verdicts' part only: :func:`build_rows` then keeps a ``passed``
+    requirement ``manual`` while a proof is left to the vendor, and the rows are
+    what the matrix and ``index.html`` show.
+    """
     by_ref: dict[str, list[VerdictStatus]] = {req.ref: [] for req in catalog}
     for item in verdicts:
         verdict = item.verdict if isinstance(item, RecordedVerdict) else item

@@ -273,11 +273,11 @@ class IdentityService:
             patient = self.get(patient_id)
             traits = apply_trait_changes(patient.traits, body["traits"])
             updated = replace(patient, traits=traits, updated=self.clock.iso())
-            strict_changed = not traits.strict_equal(patient.traits)
-            holds_ins = patient.ins is not None or patient.status.has_insi
+            invalidating = not traits.strict_equal(patient.traits)
             if self.has("drop-ins-on-any-trait-change"):
-                strict_changed = traits != patient.traits
-            if strict_changed and holds_ins and not self.has("keep-ins-on-trait-change"):
+                invalidating = traits != patient.traits
+            holds_ins = patient.ins is not None or patient.status.has_insi
+            if invalidating and holds_ins and not self.has("keep-ins-on-trait-change"):
                 updated = updated.without_ins()
             self.store.save_patient(updated)
             return updated
