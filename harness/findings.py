@@ -33,6 +33,8 @@ class Finding:
         message: one human sentence saying what was found.
         location: where in the subject (XPath, HL7 field, header name), if any.
         source: what produced it (validator or simulator name).
+        rule_file: the file the rule comes from, when rules are data (an ANS schematron,
+            relative to its rules folder); empty for the harness's own rules.
     """
 
     severity: Severity
@@ -40,6 +42,7 @@ class Finding:
     message: str
     location: str = ""
     source: str = ""
+    rule_file: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +57,7 @@ class Finding:
             message=str(data["message"]),
             location=str(data.get("location", "")),
             source=str(data.get("source", "")),
+            rule_file=str(data.get("rule_file", "")),
         )
 
 
