@@ -61,19 +61,19 @@ class Finding:
         )
 
 
-def error(rule: str, message: str, location: str = "", source: str = "") -> Finding:
+def error(rule: str, message: str, location: str = "", source: str = "", rule_file: str = "") -> Finding:
     """Shorthand for an error finding."""
-    return Finding(Severity.ERROR, rule, message, location, source)
+    return Finding(Severity.ERROR, rule, message, location, source, rule_file)
 
 
-def warning(rule: str, message: str, location: str = "", source: str = "") -> Finding:
+def warning(rule: str, message: str, location: str = "", source: str = "", rule_file: str = "") -> Finding:
     """Shorthand for a warning finding."""
-    return Finding(Severity.WARNING, rule, message, location, source)
+    return Finding(Severity.WARNING, rule, message, location, source, rule_file)
 
 
-def info(rule: str, message: str, location: str = "", source: str = "") -> Finding:
+def info(rule: str, message: str, location: str = "", source: str = "", rule_file: str = "") -> Finding:
     """Shorthand for an info finding."""
-    return Finding(Severity.INFO, rule, message, location, source)
+    return Finding(Severity.INFO, rule, message, location, source, rule_file)
 
 
 @dataclass(slots=True)
