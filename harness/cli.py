@@ -1,7 +1,8 @@
 """``segur-harness``: the command line over the pytest core.
 
 Commands: ``run`` (a conformance run, then the evidence pack, verified),
-``serve`` (the simulators, for manual testing), ``catalog`` (the requirements and
+``serve`` (the simulators, for manual testing), ``validate`` (CI-SIS CDA documents
+against the ANS rules), ``catalog`` (the requirements and
 how each is covered), ``pack`` and ``verify-pack``, ``import-rem`` (catalogue
 skeletons from an ANS REM export).
 
@@ -362,6 +363,159 @@ def serve(
                 _, data = exchange_evidence(exchange)
                 (save_exchanges / exchange_name(position, exchange.simulator)).write_bytes(data)
             console.print(f"exchanges written to {save_exchanges}")
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="CDA files, or folders searched for *.xml")],
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="TestContenuCDA folder (schematrons/, jeuxDeValeurs/, infrastructure/); "
+            "default: $SEGUR_HARNESS_CDA_RULES"
+        ),
+    ] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table, json, svrl or html")] = "table",
+    output: Annotated[Path | None, typer.Option(help="write the json/svrl/html report here instead of stdout")] = None,
+    volet: Annotated[
+        str | None, typer.Option(help="force this volet schematron (file name) for every document")
+    ] = None,
+    route: Annotated[str, typer.Option(help="schematron compiler: auto, harness or ans-skeleton")] = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="compiled schematron cache; default ~/.cache/segur-harness")
+    ] = None,
+    no_profiles: Annotated[bool, typer.Option("--no-profiles", help="run the volet schematron only")] = False,
+) -> None:
+    """Validate CDA documents as ANS does (schema, volet and profile schematrons) plus the harness's header rules.
+
+    Exit 0 when every document passes, 1 when any has an error finding, 2 on bad usage.
+    """
+    import sys
+
+    from harness.validators.cda import CdaValidator, RulesError, RuleSet
+    from harness.validators.cda.engine import SchematronError
+    from harness.validators.cda.render import to_html, to_json, to_svrl
+
+    if output_format not in ("table", "json", "svrl", "html"):
+        console.print(f"[red]unknown --format {output_format!r}: table, json, svrl or html[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        ruleset = RuleSet.open(rules) if rules is not None else RuleSet.from_environment()
+        validator = CdaValidator(ruleset, cache_dir=cache_dir, route=route, profiles=not no_profiles)
+    except (RulesError, SchematronError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    files = _documents(paths)
+    if not files:
+        console.print("[red]no documents: give CDA files or folders holding *.xml[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    err = Console(stderr=True)
+    if ruleset is None:
+        err.print(
+            "[yellow]no ANS rules folder (--rules or $SEGUR_HARNESS_CDA_RULES): "
+            "only the harness's own header and PDF rules apply[/yellow]"
+        )
+    reports = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=len(files) < 2,
+    ) as progress:
+        task = progress.add_task("validating", total=len(files))
+        for path in files:
+            reports.append(_validate_one(validator, path, volet))
+            progress.advance(task)
+    if output_format == "table":
+        _print_validation_table(reports, validator.ruleset)
+    else:
+        rendered = {
+            "json": lambda: to_json(reports, validator.ruleset),
+            "svrl": lambda: to_svrl(reports),
+            "html": lambda: to_html(reports, validator.ruleset),
+        }[output_format]()
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(rendered)
+            err.print(f"{output_format} report written to {output}")
+        else:
+            sys.stdout.buffer.write(rendered)
+            sys.stdout.flush()
+    raise typer.Exit(EXIT_OK if all(r.ok for r in reports) else EXIT_NONCONFORMING)
+
+
+def _documents(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".xml"))
+        else:
+            found.append(path)
+    return found
+
+
+def _validate_one(validator: Any, path: Path, volet: str | None) -> Any:
+    """One report per file; a file that cannot be read gets a report saying so, and the batch goes on."""
+    from harness.findings import error
+    from harness.validators.cda import CdaReport, Stage, StageReport
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        stage = StageReport(Stage.PARSE, "file", findings=[error("cda.file.unreadable", str(exc), source="cda")])
+        return CdaReport(subject=str(path), ruleset=validator.ruleset, stages=[stage])
+    try:
+        return validator.validate(data, str(path), volet=volet)
+    except Exception as exc:
+        stage = StageReport(
+            Stage.PARSE,
+            "harness",
+            findings=[error("cda.harness.failure", f"{type(exc).__name__}: {exc}", source="cda")],
+        )
+        return CdaReport(subject=str(path), ruleset=validator.ruleset, stages=[stage])
+
+
+def _print_validation_table(reports: list[Any], ruleset: str) -> None:
+    from rich.markup import escape
+
+    from harness.validators.cda import Stage
+    from harness.validators.cda.render import stage_cell
+
+    table = Table(title="CDA validation")
+    for column in ("document", "volet", "XSD", "volet sch.", "profiles", "header", "PDF", "errors", "ANS", "verdict"):
+        table.add_column(column, overflow="fold")
+    for report in reports:
+        volet = report.volet.schematron.rsplit("/", 1)[-1].removesuffix(".sch") if report.volet else ""
+        table.add_row(
+            Path(report.subject).name,
+            volet or "-",
+            stage_cell(report, Stage.XSD),
+            stage_cell(report, Stage.SCHEMATRON, profiles=False),
+            stage_cell(report, Stage.SCHEMATRON, profiles=True),
+            stage_cell(report, Stage.HEADER),
+            stage_cell(report, Stage.PDF),
+            str(len(report.errors)),
+            "pass" if report.ans_ok else "[red]FAIL[/red]",
+            "pass" if report.ok else "[red]FAIL[/red]",
+        )
+    console.print(table)
+    passed = sum(1 for r in reports if r.ok)
+    ans_passed = sum(1 for r in reports if r.ans_ok)
+    console.print(
+        f"{len(reports)} documents: {passed} pass, {len(reports) - passed} fail "
+        f"(ANS rules alone: {ans_passed} pass, {len(reports) - ans_passed} fail; "
+        "'verdict' adds the harness's header and PDF rules)"
+    )
+    console.print(f"rules: {ruleset or 'harness rules only'}")
+    for report in reports:
+        for finding in report.errors[:5]:
+            where = f" at {finding.location}" if finding.location else ""
+            console.print(escape(f"  {Path(report.subject).name}: [{finding.rule}] {finding.message[:200]}{where}"))
+        if len(report.errors) > 5:
+            console.print(f"  {Path(report.subject).name}: … {len(report.errors) - 5} more errors (use --format json)")
 
 
 @app.command("import-rem")

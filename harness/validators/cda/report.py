@@ -153,6 +153,16 @@ class CdaReport:
         """True when no stage found an error."""
         return not self.errors
 
+    @property
+    def ans_ok(self) -> bool:
+        """The verdict of the ANS stages alone (schema and schematrons), as ANS's own tools would give it."""
+        return not any(s.errors for s in self.stages if s.stage in (Stage.XSD, Stage.SCHEMATRON, Stage.PARSE))
+
+    @property
+    def harness_ok(self) -> bool:
+        """The verdict of the harness's own rules alone (header and embedded PDF)."""
+        return not any(s.errors for s in self.stages if s.stage in (Stage.HEADER, Stage.PDF))
+
     def stage(self, stage: Stage, name: str | None = None) -> StageReport | None:
         """The first stage report of that kind (and name, if given), or None."""
         for report in self.stages:
@@ -164,6 +174,8 @@ class CdaReport:
         return {
             "subject": self.subject,
             "ok": self.ok,
+            "ans_ok": self.ans_ok,
+            "harness_ok": self.harness_ok,
             "ruleset": self.ruleset,
             "volet": self.volet.to_dict() if self.volet else None,
             "duration_s": round(self.duration_s, 6),
