@@ -19,3 +19,20 @@ def ans_data() -> Path:
     if not ANS_DATA.is_dir():
         pytest.skip(f"ANS reference data not found at {ANS_DATA}")
     return ANS_DATA
+
+
+@pytest.fixture(scope="session")
+def cda_rules(ans_data: Path) -> object:
+    """The TestContenuCDA rule set of ``../shared`` (a copy without the ISO skeleton)."""
+    from harness.validators.cda import RuleSet
+
+    return RuleSet.open(ans_data / "TestContenuCDA-3-0")
+
+
+@pytest.fixture(scope="session")
+def cda_validator(cda_rules: object, tmp_path_factory: pytest.TempPathFactory) -> object:
+    """One validator for the whole session, so each schematron is compiled once."""
+    from harness.validators.cda import CdaValidator, RuleSet
+
+    assert isinstance(cda_rules, RuleSet)
+    return CdaValidator(cda_rules, cache_dir=tmp_path_factory.mktemp("cda-cache"))
