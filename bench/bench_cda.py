@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.validators.cda import CdaValidator, RuleSet  # noqa: E402
+from harness.validators.cda import CdaValidator, RuleSet
 
 
 def _rss_mb() -> float:
