@@ -140,6 +140,20 @@ def test_every_operation_keeps_to_the_spec(driven: tuple[ReferenceSut, ContractC
     sut.receive_identity_feed(build_identity_message(feed, "A28", control_id="C1", timestamp=datetime.now(UTC)))
     sut.worklist()
     sut.traces()
+    produced = sut.produce_document(patient.id, "11488-4")
+    assert produced.cda is not None and produced.pdf is not None and produced.type_code == "11488-4"
+    assert identity.matricule.encode() in produced.cda  # a qualified identity: the INS is in the header
+    assert sut.produce_document(patient.id, "60591-5", structure="N3").type_code == "SYNTH"
+    with pytest.raises(SutRefused):
+        sut.produce_document(patient.id, "00000-0")
+    received = (
+        b'<ClinicalDocument xmlns="urn:hl7-org:v3"><id root="1.2.3.4.5"/><code code="11502-2"'
+        b' codeSystem="2.16.840.1.113883.6.1"/><title>CR</title><effectiveTime value="20200101"/></ClinicalDocument>'
+    )
+    stylesheet = b'<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"/>'
+    assert sut.import_document(patient.id, received, stylesheet).has_stylesheet
+    assert [d.type_code for d in sut.list_documents(patient.id, sort="type-code")] == ["11488-4", "11502-2", "SYNTH"]
+    assert sut.list_documents(patient.id)[-1].document_id == "1.2.3.4.5"
 
     assert check.problems == []
     assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"

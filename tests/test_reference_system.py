@@ -529,7 +529,16 @@ def msa(ack: str) -> list[str]:
 def test_announces_itself_and_declares_capabilities_profiles_and_mllp(api: Api) -> None:
     caps = api.call("GET", "/capabilities")
     assert caps["sut"] == {"publisher": "Segur Harness Reference", "software": "Cabinet Témoin", "version": __version__}
-    assert set(caps["capabilities"]) == {"identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset"}
+    assert set(caps["capabilities"]) == {
+        "identity",
+        "insi",
+        "identity-feed",
+        "worklist",
+        "traces",
+        "clock",
+        "reset",
+        "documents",
+    }
     assert "Centres de santé" in caps["profiles"] and "Référentiel d'identités" in caps["profiles"]
     assert caps["mllp"] == {"host": api.ref.mllp[0], "port": api.ref.mllp[1]}
     assert api.ref.url.startswith("http://127.0.0.1:") and api.ref.running

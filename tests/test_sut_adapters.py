@@ -12,6 +12,7 @@ against small in-process targets, and the pytest plugin end to end with
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
@@ -29,7 +30,14 @@ import pytest
 from harness.evidence.journal import read_verdicts
 from harness.sut.base import SutError, SutRefused
 from harness.sut.http import HttpSut
-from harness.sut.model import Capability, IdentityStatus, PatientTraits, SutDescription
+from harness.sut.model import (
+    Capability,
+    IdentityStatus,
+    PatientTraits,
+    ProducedDocument,
+    StoredDocument,
+    SutDescription,
+)
 from harness.sut.python import PythonSut, load_object
 from harness.verdicts import NotSupported, Verdict
 
@@ -79,6 +87,7 @@ class FakeSut:
 
     routes: dict[tuple[str, str], Answer] = field(default_factory=dict)
     seen: list[tuple[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     server: ThreadingHTTPServer | None = None
 
@@ -99,8 +108,7 @@ class FakeSut:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                fake.bodies.append(self.rfile.read(length) if length else b"")
                 fake.seen.append((self.command, self.path))
                 route = self.path.partition("?")[0]
                 answer = fake.routes.get((self.command, route)) or problem(404, "Not Found", route)
@@ -291,6 +299,13 @@ def test_http_422_is_a_refusal_with_the_problem_detail(fake: FakeSut, http_sut: 
         pytest.param(lambda s: s.verify_ins("p-1"), "insi", "/ins/verify", id="insi"),
         pytest.param(lambda s: s.worklist(), "worklist", "/worklist", id="worklist"),
         pytest.param(lambda s: s.reset(), "reset", "/reset", id="reset"),
+        pytest.param(
+            lambda s: s.produce_document("p-1", "11488-4"), "documents", "/patients/p-1/documents", id="produce"
+        ),
+        pytest.param(lambda s: s.list_documents("p-1"), "documents", "/patients/p-1/documents", id="list"),
+        pytest.param(
+            lambda s: s.import_document("p-1", b"<x/>"), "documents", "/patients/p-1/documents/import", id="import"
+        ),
     ],
 )
 def test_http_undeclared_capability_is_not_supported_without_calling(
@@ -329,6 +344,157 @@ def test_http_happy_path_creates_a_patient(fake: FakeSut, http_sut: HttpSut) -> 
     assert record.identity_document == "CN"
     assert record.origin == "local"
     assert fake.seen == [("GET", "/capabilities"), ("POST", "/patients")]
+
+
+# -- documents ------------------------------------------------------------------------------------
+CDA = b'<ClinicalDocument xmlns="urn:hl7-org:v3"/>'
+PDF = b"%PDF-1.4\n%\xbf\xf7\xa2\xfe\n"
+STYLESHEET = b'<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"/>'
+
+
+def b64(content: bytes) -> str:
+    return base64.b64encode(content).decode("ascii")
+
+
+PRODUCED: dict[str, Any] = {
+    "document_id": "1.2.250.1.999.1",
+    "type_code": "11488-4",
+    "cda_base64": b64(CDA),
+    "pdf_base64": b64(PDF),
+    "pdf_file_name": "20240305_11488-4_DUPONT_Marie.pdf",
+}
+STORED: dict[str, Any] = {
+    "document_id": "1.2.3.4",
+    "type_code": "11502-2",
+    "title": "CR de biologie",
+    "creation_time": "2024-01-02T08:30:00+01:00",
+    "origin": "imported",
+    "has_stylesheet": True,
+    "stylesheet_sha256": "ab" * 32,
+}
+STORED_RECORD = StoredDocument(
+    "1.2.3.4", "11502-2", "CR de biologie", "2024-01-02T08:30:00+01:00", "imported", True, "ab" * 32
+)
+
+
+@pytest.fixture
+def documents_sut(fake: FakeSut, http_sut: HttpSut) -> HttpSut:
+    fake.routes[("GET", "/capabilities")] = json_answer({**CAPABILITIES, "capabilities": ["identity", "documents"]})
+    return http_sut
+
+
+def test_document_records_round_trip_through_json() -> None:
+    produced = ProducedDocument.from_json(PRODUCED)
+    assert produced == ProducedDocument("1.2.250.1.999.1", "11488-4", CDA, PDF, PRODUCED["pdf_file_name"])
+    assert produced.to_json() == PRODUCED
+    assert ProducedDocument.from_json({**PRODUCED, "cda_base64": None, "pdf_base64": None}).cda is None
+    assert StoredDocument.from_json(STORED) == STORED_RECORD and STORED_RECORD.to_json() == STORED
+
+
+def test_http_documents_happy_path(fake: FakeSut, documents_sut: HttpSut) -> None:
+    fake.routes[("POST", "/patients/p-1/documents")] = json_answer(PRODUCED, status=201)
+    fake.routes[("POST", "/patients/p-1/documents/import")] = json_answer(STORED, status=201)
+    fake.routes[("GET", "/patients/p-1/documents")] = json_answer({"items": [STORED, {**STORED, "document_id": "5"}]})
+    produced = documents_sut.produce_document("p-1", "60591-5", structure="N3")
+    assert (produced.cda, produced.pdf, produced.type_code) == (CDA, PDF, "11488-4")
+    assert json.loads(fake.bodies[-1]) == {"type_code": "60591-5", "structure": "N3"}
+    assert documents_sut.import_document("p-1", CDA, STYLESHEET) == STORED_RECORD
+    assert json.loads(fake.bodies[-1]) == {"cda_base64": b64(CDA), "stylesheet_base64": b64(STYLESHEET)}
+    documents_sut.import_document("p-1", CDA)
+    assert json.loads(fake.bodies[-1]) == {"cda_base64": b64(CDA)}
+    listed = documents_sut.list_documents("p-1", sort="type-code")
+    assert [d.document_id for d in listed] == ["1.2.3.4", "5"]
+    assert fake.seen[-1] == ("GET", "/patients/p-1/documents?sort=type-code")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        pytest.param({**PRODUCED, "cda_base64": "not base64!"}, "'cda_base64' is not valid base64", id="bad-base64"),
+        pytest.param({**PRODUCED, "pdf_base64": "QUJ"}, "'pdf_base64' is not valid base64", id="bad-padding"),
+        pytest.param({**PRODUCED, "pdf_base64": 12}, "'pdf_base64' must be a base64 string or null", id="pdf-number"),
+        pytest.param({k: v for k, v in PRODUCED.items() if k != "document_id"}, "'document_id'", id="id-missing"),
+        pytest.param({**PRODUCED, "type_code": ["11488-4"]}, "'type_code' must be a string", id="code-a-list"),
+        pytest.param([PRODUCED], "list indices must be integers", id="a-list"),
+    ],
+)
+def test_http_malformed_produced_document_is_a_sut_error(
+    fake: FakeSut, documents_sut: HttpSut, answer: Any, reason: str
+) -> None:
+    fake.routes[("POST", "/patients/p-1/documents")] = json_answer(answer, status=201)
+    with pytest.raises(SutError) as info:
+        documents_sut.produce_document("p-1", "11488-4")
+    message = str(info.value)
+    assert message.startswith("POST /patients/{id}/documents: malformed document in the answer (")
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param({"documents": []}, "expected an object with an 'items' list", id="items-missing"),
+        pytest.param({"items": [{**STORED, "has_stylesheet": "yes"}]}, "'has_stylesheet' must be a boolean", id="bool"),
+        pytest.param({"items": [{**STORED, "creation_time": None}]}, "'creation_time' must be a string", id="time"),
+        pytest.param({"items": ["1.2.3"]}, "malformed document in the answer", id="item-a-string"),
+    ],
+)
+def test_http_malformed_document_list_is_a_sut_error(
+    fake: FakeSut, documents_sut: HttpSut, answer: Any, expected: str
+) -> None:
+    fake.routes[("GET", "/patients/p-1/documents")] = json_answer(answer)
+    with pytest.raises(SutError) as info:
+        documents_sut.list_documents("p-1")
+    assert str(info.value).startswith("GET /patients/{id}/documents: ")
+    assert expected in str(info.value)
+
+
+def test_http_malformed_imported_document_is_a_sut_error(fake: FakeSut, documents_sut: HttpSut) -> None:
+    fake.routes[("POST", "/patients/p-1/documents/import")] = json_answer({"document_id": "1"}, status=201)
+    with pytest.raises(SutError, match=r"^POST /patients/\{id\}/documents/import: malformed document in the answer"):
+        documents_sut.import_document("p-1", CDA)
+
+
+def test_http_document_refusal_is_a_sut_refused(fake: FakeSut, documents_sut: HttpSut) -> None:
+    fake.routes[("POST", "/patients/p-1/documents")] = problem(422, "Refused", "type code 99999-9 is not produced")
+    with pytest.raises(SutRefused, match="type code 99999-9 is not produced"):
+        documents_sut.produce_document("p-1", "99999-9")
+
+
+class DocumentTarget:
+    """A Python SUT producing documents, whose import answers the wrong type."""
+
+    def describe(self) -> SutDescription:
+        return SutDescription("Py", "Python SUT", "1", frozenset({Capability.DOCUMENTS}), ())
+
+    def produce_document(self, patient_id: str, type_code: str, structure: str) -> ProducedDocument:
+        return ProducedDocument(f"{patient_id}-doc", type_code, CDA if structure == "N1" else None, PDF, "x.pdf")
+
+    def import_document(self, patient_id: str, cda: bytes, stylesheet: bytes | None) -> Any:
+        return STORED
+
+    def list_documents(self, patient_id: str, sort: str) -> list[StoredDocument]:
+        return [STORED_RECORD] if sort == "creation-date" else []
+
+
+def test_python_documents_happy_path_and_wrong_types() -> None:
+    sut = PythonSut(DocumentTarget(), timeout_s=TIMEOUT_S)
+    assert sut.produce_document("p-1", "11488-4") == ProducedDocument("p-1-doc", "11488-4", CDA, PDF, "x.pdf")
+    assert sut.produce_document("p-1", "SYNTH", "N3").cda is None
+    assert sut.list_documents("p-1") == [STORED_RECORD] and sut.list_documents("p-1", "type-code") == []
+    with pytest.raises(SutError, match=r"^import_document\(\) returned dict, expected StoredDocument$"):
+        sut.import_document("p-1", CDA)
+
+
+def test_python_sut_without_document_operations_is_not_supported(python_target: HangingTarget) -> None:
+    sut = PythonSut(python_target, timeout_s=TIMEOUT_S)
+    for call, name in [
+        (lambda: sut.produce_document("p-1", "11488-4"), "produce_document"),
+        (lambda: sut.import_document("p-1", CDA), "import_document"),
+        (lambda: sut.list_documents("p-1"), "list_documents"),
+    ]:
+        with pytest.raises(NotSupported) as info:
+            call()
+        assert info.value.reason == f"the Python SUT has no '{name}' operation"
 
 
 # -- PythonSut ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from harness.reference import PUBLISHER, SOFTWARE, __version__
+from harness.reference.documents import DocumentService
 from harness.reference.feeds import FeedIntegrator
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
@@ -26,7 +27,7 @@ from harness.reference.settings import parse_instant
 
 log = logging.getLogger("harness.reference")
 
-CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset")
+CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset", "documents")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[..., tuple[int, Any]]
@@ -39,10 +40,17 @@ class BadJson(ValueError):
 class ControlApi:
     """WSGI application routing the control API to the practice's services."""
 
-    def __init__(self, service: IdentityService, feeds: FeedIntegrator, mllp: tuple[str, int] | None) -> None:
+    def __init__(
+        self,
+        service: IdentityService,
+        feeds: FeedIntegrator,
+        mllp: tuple[str, int] | None,
+        documents: DocumentService | None = None,
+    ) -> None:
         self.service = service
         self.feeds = feeds
         self.mllp = mllp
+        self.documents = documents or DocumentService(service)
         self._routes: dict[str, Handler] = {
             "capabilities": self.capabilities,
             "endpoints": self.put_endpoints,
@@ -56,6 +64,9 @@ class ControlApi:
             "identity_check": self.identity_check,
             "ins_search": self.ins_search,
             "ins_verify": self.ins_verify,
+            "list_documents": self.list_documents,
+            "produce_document": self.produce_document,
+            "import_document": self.import_document,
             "identity_feed": self.identity_feed,
             "worklist": self.worklist,
             "traces": self.traces,
@@ -74,6 +85,9 @@ class ControlApi:
                 Rule("/patients/<patient_id>/identity-check", endpoint="identity_check", methods=["POST"]),
                 Rule("/patients/<patient_id>/ins/search", endpoint="ins_search", methods=["POST"]),
                 Rule("/patients/<patient_id>/ins/verify", endpoint="ins_verify", methods=["POST"]),
+                Rule("/patients/<patient_id>/documents", endpoint="list_documents", methods=["GET"]),
+                Rule("/patients/<patient_id>/documents", endpoint="produce_document", methods=["POST"]),
+                Rule("/patients/<patient_id>/documents/import", endpoint="import_document", methods=["POST"]),
                 Rule("/identity-feeds", endpoint="identity_feed", methods=["POST"]),
                 Rule("/worklist", endpoint="worklist", methods=["GET"]),
                 Rule("/traces", endpoint="traces", methods=["GET"]),
@@ -162,6 +176,15 @@ class ControlApi:
     def ins_verify(self, request: Request, patient_id: str) -> tuple[int, Any]:
         _json(request, optional=True)
         return 200, self.service.verify(patient_id).to_json()
+
+    def list_documents(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, {"items": self.documents.list_documents(patient_id, request.args.get("sort"))}
+
+    def produce_document(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 201, self.documents.produce(patient_id, _json(request)).to_json()
+
+    def import_document(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 201, self.documents.import_document(patient_id, _json(request))
 
     def identity_feed(self, request: Request) -> tuple[int, Any]:
         body = _json(request)

@@ -1,4 +1,4 @@
-"""The catalogue of switchable defects: one way each of breaking one INS rule.
+"""The catalogue of switchable defects: one way each of breaking one INS or CI-SIS document rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -24,6 +24,16 @@ DEFECTS: dict[str, str] = {
     "matricule-field-13-chars": "the matricule search field takes 13 characters only, refusing the key (rule 17).",
     "qualify-without-document": "INSi CR 00 makes the identity QUAL at once, with no identity-document check.",
     "bad-lps-context": "the ContexteLPS header is sent without its LPS/IDAM element.",
+    "cda-wrong-ins-oid": "the CDA recordTarget carries the INS under the Assurance Maladie NIR OID, not an INS OID.",
+    "cda-no-ins": "the CDA recordTarget carries no INS, even for a qualified identity.",
+    "cda-bad-nir-key": "the matricule INS in the CDA recordTarget has a wrong 2-digit control key.",
+    "pdf-not-pdfa": "the PDF has no XMP PDF/A identification and uses a standard font, not embedded.",
+    "pdf-no-ins-datamatrix": "the PDF prints the INS without its DataMatrix.",
+    "cda-wrong-loinc": "the CDA document code is not the type code that was asked for.",
+    "cda-no-legal-authenticator": "the CDA header has no legalAuthenticator.",
+    "cda-wrong-template-version": "the VSM templateId has version 2021.01; an N1 document lacks the XDS-SD templateId.",
+    "import-drops-stylesheet": "an imported CDA is stored without the producer's stylesheet (CDA/INT.15).",
+    "documents-unsorted": "the document list ignores the sort asked for and keeps the storage order (CDA/INT.04).",
 }
 """Defect name → what it breaks."""
 

@@ -1,4 +1,4 @@
-"""The practice's SQLite database: identities, INS history, call log, work list, settings.
+"""The practice's SQLite database: identities, INS history, call log, work list, documents, settings.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
 afterwards and a restarted process finds its configuration again. One connection,
@@ -8,6 +8,7 @@ transaction.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -42,8 +43,21 @@ CREATE TABLE IF NOT EXISTS worklist (
     created TEXT NOT NULL,
     data TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS documents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_id TEXT NOT NULL,
+    document_id TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL,
+    cda BLOB NOT NULL,
+    stylesheet BLOB
+);
+CREATE INDEX IF NOT EXISTS documents_patient ON documents(patient_id);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class DuplicateDocument(ValueError):
+    """A document with this id is already stored."""
 
 
 class Store:
@@ -166,12 +180,46 @@ class Store:
             for r in rows
         ]
 
+    # -- documents ---------------------------------------------------------------------
+    def add_document(
+        self, patient_id: str, document_id: str, record: dict[str, Any], cda: bytes, stylesheet: bytes | None
+    ) -> None:
+        """Store a document with what describes it; raises DuplicateDocument for a known id."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO documents(patient_id, document_id, data, cda, stylesheet) VALUES (?, ?, ?, ?, ?)",
+                    (patient_id, document_id, json.dumps(record, ensure_ascii=False), cda, stylesheet),
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateDocument(f"document {document_id!r} is already stored") from None
+
+    def list_documents(self, patient_id: str) -> list[dict[str, Any]]:
+        """The patient's documents in the order they were stored, each with what its stylesheet column holds."""
+        with self._lock:
+            query = "SELECT document_id, data, stylesheet FROM documents WHERE patient_id = ? ORDER BY seq"
+            rows = self._db.execute(query, (patient_id,)).fetchall()
+        out = []
+        for document_id, data, stylesheet in rows:
+            record = {"document_id": document_id, **json.loads(data)}
+            record["has_stylesheet"] = stylesheet is not None
+            record["stylesheet_sha256"] = hashlib.sha256(stylesheet).hexdigest() if stylesheet is not None else ""
+            out.append(record)
+        return out
+
+    def document_content(self, document_id: str) -> tuple[bytes, bytes | None] | None:
+        """The stored CDA and stylesheet of a document, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT cda, stylesheet FROM documents WHERE document_id = ?", (document_id,))
+            found = row.fetchone()
+        return None if found is None else (bytes(found[0]), None if found[1] is None else bytes(found[1]))
+
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
-        """Forget identities, INS history, call log and work list; keep settings (endpoints, clock)."""
+        """Forget identities, INS history, call log, work list and documents; keep settings (endpoints, clock)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in ("patients", "ins_history", "traces", "worklist"):
+            for table in ("patients", "ins_history", "traces", "worklist", "documents"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
 

@@ -19,6 +19,8 @@ from harness.sut.model import (
     InsOperationResult,
     PatientRecord,
     PatientTraits,
+    ProducedDocument,
+    StoredDocument,
     SutDescription,
     TraceEntry,
     WorklistItem,
@@ -105,3 +107,20 @@ class SutAdapter:
 
     def traces(self) -> list[TraceEntry]:
         raise NotSupported("the SUT's call log is not exposed")
+
+    # -- documents -------------------------------------------------------------
+    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
+        """The document of LOINC type ``type_code`` the SUT produces for the patient.
+
+        ``structure`` is ``N1`` (CDA R2 structuration minimale: the PDF in ``nonXMLBody``)
+        or ``N3`` (structured body, e.g. the volet de synthèse médicale).
+        """
+        raise NotSupported("document production is not offered")
+
+    def import_document(self, patient_id: str, cda: bytes, stylesheet: bytes | None = None) -> StoredDocument:
+        """Store a document received from another producer, with the producer's stylesheet if given."""
+        raise NotSupported("document import is not offered")
+
+    def list_documents(self, patient_id: str, sort: str = "creation-date") -> list[StoredDocument]:
+        """The patient's documents, sorted by ``creation-date`` (newest first) or ``type-code``."""
+        raise NotSupported("document listing is not offered")

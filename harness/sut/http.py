@@ -10,6 +10,7 @@ SUT does not declare in ``GET /capabilities``, becomes ``not-supported``; a 422 
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from harness.sut.model import (
     InsOperationResult,
     PatientRecord,
     PatientTraits,
+    ProducedDocument,
+    StoredDocument,
     SutDescription,
     TraceEntry,
     WorklistItem,
@@ -190,6 +193,40 @@ class HttpSut(SutAdapter):
             return [TraceEntry.from_json(t) for t in _items(data, "GET /traces")]
         except (AttributeError, TypeError, ValueError) as exc:
             raise SutError(f"GET /traces: malformed answer ({exc})") from None
+
+    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
+        self.require(Capability.DOCUMENTS)
+        body = {"type_code": type_code, "structure": structure}
+        data = self._call("POST", f"/patients/{patient_id}/documents", body)
+        return _produced(data, "POST /patients/{id}/documents")
+
+    def import_document(self, patient_id: str, cda: bytes, stylesheet: bytes | None = None) -> StoredDocument:
+        self.require(Capability.DOCUMENTS)
+        body: dict[str, Any] = {"cda_base64": base64.b64encode(cda).decode("ascii")}
+        if stylesheet is not None:
+            body["stylesheet_base64"] = base64.b64encode(stylesheet).decode("ascii")
+        data = self._call("POST", f"/patients/{patient_id}/documents/import", body)
+        return _stored(data, "POST /patients/{id}/documents/import")
+
+    def list_documents(self, patient_id: str, sort: str = "creation-date") -> list[StoredDocument]:
+        self.require(Capability.DOCUMENTS)
+        data = self._call("GET", f"/patients/{patient_id}/documents", params={"sort": sort})
+        where = "GET /patients/{id}/documents"
+        return [_stored(d, where) for d in _items(data, where)]
+
+
+def _produced(data: Any, where: str) -> ProducedDocument:
+    try:
+        return ProducedDocument.from_json(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SutError(f"{where}: malformed document in the answer ({exc})") from None
+
+
+def _stored(data: Any, where: str) -> StoredDocument:
+    try:
+        return StoredDocument.from_json(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SutError(f"{where}: malformed document in the answer ({exc})") from None
 
 
 def _items(data: Any, where: str) -> list[Any]:

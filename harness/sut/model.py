@@ -6,6 +6,7 @@ HTTP adapter converts to and from them, and a Python adapter returns them direct
 
 from __future__ import annotations
 
+import base64
 import enum
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class Capability(enum.StrEnum):
     """Let the harness set the SUT's notion of now."""
     RESET = "reset"
     """Wipe the SUT's test data so each scenario starts clean."""
+    DOCUMENTS = "documents"
+    """Produce CI-SIS documents (CDA R2 and PDF/A) for a patient; import and list a patient's documents."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -215,3 +218,102 @@ class SutDescription:
     capabilities: frozenset[Capability]
     profiles: tuple[str, ...]
     mllp: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducedDocument:
+    """A document the SUT produced on request: the CDA R2 and the standalone PDF/A-1 beside it."""
+
+    document_id: str
+    """The CDA ``ClinicalDocument/id`` (``root`` or ``root^extension``)."""
+    type_code: str
+    """The document type code the SUT gave the document (``ClinicalDocument/code/@code``)."""
+    cda: bytes | None
+    """The CDA R2 document as the SUT serialised it, or None when it produced none."""
+    pdf: bytes | None
+    """The standalone PDF the SUT produced alongside (PDF/A-1 expected), or None."""
+    pdf_file_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "document_id": self.document_id,
+            "type_code": self.type_code,
+            "cda_base64": _b64(self.cda),
+            "pdf_base64": _b64(self.pdf),
+            "pdf_file_name": self.pdf_file_name,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProducedDocument:
+        return cls(
+            document_id=_text(data, "document_id"),
+            type_code=_text(data, "type_code"),
+            cda=_unb64(data.get("cda_base64"), "cda_base64"),
+            pdf=_unb64(data.get("pdf_base64"), "pdf_base64"),
+            pdf_file_name=str(data.get("pdf_file_name") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A document in a patient's record at the SUT, produced there or imported."""
+
+    document_id: str
+    type_code: str
+    title: str
+    creation_time: str
+    """ISO 8601 form of the CDA ``effectiveTime`` (``2024-03-05T10:15:00+01:00``)."""
+    origin: str
+    """``produced`` (by the SUT) or ``imported`` (received from another producer)."""
+    has_stylesheet: bool = False
+    """True when the SUT kept the producer's stylesheet with the document (CDA/INT.15)."""
+    stylesheet_sha256: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "document_id": self.document_id,
+            "type_code": self.type_code,
+            "title": self.title,
+            "creation_time": self.creation_time,
+            "origin": self.origin,
+            "has_stylesheet": self.has_stylesheet,
+            "stylesheet_sha256": self.stylesheet_sha256,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredDocument:
+        has_stylesheet = data.get("has_stylesheet", False)
+        if not isinstance(has_stylesheet, bool):
+            raise TypeError("'has_stylesheet' must be a boolean")
+        return cls(
+            document_id=_text(data, "document_id"),
+            type_code=_text(data, "type_code"),
+            title=str(data.get("title") or ""),
+            creation_time=_text(data, "creation_time"),
+            origin=_text(data, "origin"),
+            has_stylesheet=has_stylesheet,
+            stylesheet_sha256=str(data.get("stylesheet_sha256") or ""),
+        )
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise TypeError(f"'{name}' must be a string")
+    return value
+
+
+def _b64(content: bytes | None) -> str | None:
+    return None if content is None else base64.b64encode(content).decode("ascii")
+
+
+def _unb64(value: Any, name: str) -> bytes | None:
+    """Strict base64 (RFC 4648 alphabet, padding checked); raises ValueError or TypeError."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"'{name}' must be a base64 string or null")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise ValueError(f"'{name}' is not valid base64") from None

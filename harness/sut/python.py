@@ -24,6 +24,8 @@ from harness.sut.model import (
     InsOperationResult,
     PatientRecord,
     PatientTraits,
+    ProducedDocument,
+    StoredDocument,
     SutDescription,
     TraceEntry,
     WorklistItem,
@@ -145,6 +147,17 @@ class PythonSut(SutAdapter):
 
     def traces(self) -> list[TraceEntry]:
         return _typed_list(self._delegate("traces"), TraceEntry, "traces")
+
+    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
+        produced = self._delegate("produce_document", patient_id, type_code, structure)
+        return _typed(produced, ProducedDocument, "produce_document")
+
+    def import_document(self, patient_id: str, cda: bytes, stylesheet: bytes | None = None) -> StoredDocument:
+        stored = self._delegate("import_document", patient_id, cda, stylesheet)
+        return _typed(stored, StoredDocument, "import_document")
+
+    def list_documents(self, patient_id: str, sort: str = "creation-date") -> list[StoredDocument]:
+        return _typed_list(self._delegate("list_documents", patient_id, sort), StoredDocument, "list_documents")
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
