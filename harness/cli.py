@@ -59,6 +59,10 @@ def run(
     ),
     dsr: Annotated[str, typer.Option(help="DSR whose catalogue applies")] = "LGC",
     catalog_dir: Annotated[Path | None, typer.Option(help="catalogue data folder; default: the built-in one")] = None,
+    cda_rules: Annotated[
+        Path | None,
+        typer.Option(help="TestContenuCDA folder judging produced documents; default: $SEGUR_HARNESS_CDA_RULES"),
+    ] = None,
     profile: Annotated[
         list[str] | None, typer.Option(help="ANS profile claimed (repeatable); default: the SUT's")
     ] = None,
@@ -86,6 +90,8 @@ def run(
     args += [f"--sut-timeout={sut_timeout}", f"--rootdir={scenarios_dir().parent}"]
     if catalog_dir:
         args.append(f"--catalog-dir={catalog_dir.resolve()}")
+    if cda_rules:
+        args.append(f"--cda-rules={cda_rules.resolve()}")
     for name in profile or []:
         args.append(f"--profile={name}")
     if signing_key and signing_cert:

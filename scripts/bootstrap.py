@@ -57,7 +57,14 @@ def main(argv: list[str]) -> int:
     ensure_environment()
     os.chdir(ROOT)
     if job == "demo":
-        return subprocess.call([str(BIN / "segur-harness"), "run", *extra])
+        env = dict(os.environ)
+        # The ANS CDA rules are data the harness never ships; when the shared reference
+        # data sits beside the clone (as in CI), the demo judges documents with them.
+        shared_rules = ROOT.parent / "shared" / "data" / "ans" / "TestContenuCDA-3-0"
+        if "SEGUR_HARNESS_CDA_RULES" not in env and shared_rules.is_dir():
+            env["SEGUR_HARNESS_CDA_RULES"] = str(shared_rules)
+            print(f"CDA rules: {shared_rules}")
+        return subprocess.call([str(BIN / "segur-harness"), "run", *extra], env=env)
     if job == "test":
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *extra])
     if job == "lint":

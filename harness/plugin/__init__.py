@@ -31,7 +31,16 @@ import pytest
 
 from harness.catalog import CatalogError
 from harness.plugin.evidence import ScenarioEvidence
-from harness.plugin.fixtures import evidence, harness_sut, insi, insi_identities, insi_simulator, pki, sut
+from harness.plugin.fixtures import (
+    cda_validator,
+    evidence,
+    harness_sut,
+    insi,
+    insi_identities,
+    insi_simulator,
+    pki,
+    sut,
+)
 from harness.plugin.session import SESSION_KEY, HarnessSession
 from harness.sut.base import SutError
 from harness.verdicts import (
@@ -41,7 +50,7 @@ from harness.verdicts import (
     VerdictStatus,
 )
 
-__all__ = ["evidence", "harness_sut", "insi", "insi_identities", "insi_simulator", "pki", "sut"]
+__all__ = ["cda_validator", "evidence", "harness_sut", "insi", "insi_identities", "insi_simulator", "pki", "sut"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sut-timeout", dest="segur_sut_timeout", type=float, default=10.0, help="per-call SUT timeout in seconds"
     )
     group.addoption("--catalog-dir", dest="segur_catalog_dir", default=None, help="catalogue data folder")
+    group.addoption(
+        "--cda-rules",
+        dest="segur_cda_rules",
+        default=None,
+        help="TestContenuCDA folder judging produced documents (default: $SEGUR_HARNESS_CDA_RULES; "
+        "without one, only the harness's own document rules apply)",
+    )
     group.addoption("--signing-key", dest="segur_signing_key", default=None, help="PEM key signing the manifest")
     group.addoption("--signing-cert", dest="segur_signing_cert", default=None, help="PEM certificate of that key")
 
@@ -104,6 +120,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "requirement's first scenario); manual_proofs: proof ids of those scenarios it does not produce",
     )
     config.stash[SESSION_KEY] = HarnessSession.from_config(config)
+    rules = config.getoption("segur_cda_rules", None)
+    if rules:
+        from harness.validators.cda import RulesError, RuleSet
+
+        try:
+            RuleSet.open(rules)
+        except RulesError as exc:
+            raise pytest.UsageError(f"--cda-rules: {exc}") from None
 
 
 # -- collection -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     # that uses no simulator should not pay for (or depend on) starting one.
     from harness.pki import TestPki
     from harness.simulators.insi import IdentityBase, InsiSimulator
+    from harness.validators.cda import CdaValidator
 
 
 def _evidence_key() -> pytest.StashKey[ScenarioEvidence]:
@@ -87,6 +88,20 @@ def insi(insi_simulator: InsiSimulator, evidence: ScenarioEvidence) -> InsiSimul
 def insi_identities(insi_simulator: InsiSimulator) -> IdentityBase:
     """The synthetic identities the INSi simulator knows (``fixtures/insi/identities.toml``)."""
     return insi_simulator.base
+
+
+@pytest.fixture(scope="session")
+def cda_validator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CdaValidator:
+    """The CDA validator for documents the SUT produces: the ANS rules of ``--cda-rules`` when given.
+
+    One per run, so every schematron is compiled once. Without ANS rules it applies the
+    harness's own header and PDF rules, and the scenarios say so in their verdicts.
+    """
+    from harness.validators.cda import CdaValidator, RuleSet
+
+    folder = request.config.getoption("segur_cda_rules")
+    rules = RuleSet.open(folder) if folder else RuleSet.from_environment()
+    return CdaValidator(rules)
 
 
 @pytest.fixture
