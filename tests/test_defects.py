@@ -1,4 +1,4 @@
-"""The defect suite: every INSi scenario passes on the conforming reference system and fails on its defect.
+"""The defect suite: every scenario passes on the conforming reference system and fails on its defect.
 
 A scenario that cannot fail proves nothing. For each switchable defect of the
 reference system we run the scenarios meant to catch it, as a vendor would run
@@ -83,11 +83,17 @@ CATCHES: dict[str, list[tuple[str, str]]] = {
 """Defect → the scenarios (test id) that must fail on it, and the finding rule that must say why."""
 
 
-def run_insi_scenarios(run_dir: Path, sut: str, tests: list[str] | None = None) -> dict[str, Verdict]:
-    """Run the INSi scenarios in a fresh process; the verdicts by test id (``name[param]``)."""
-    targets = [f"{SCENARIOS}::{t}" for t in tests] if tests else [str(SCENARIOS)]
+def run_insi_scenarios(
+    run_dir: Path,
+    sut: str,
+    tests: list[str] | None = None,
+    scenarios: Path = SCENARIOS,
+    extra: list[str] | None = None,
+) -> dict[str, Verdict]:
+    """Run the scenarios of one file in a fresh process; the verdicts by test id (``name[param]``)."""
+    targets = [f"{scenarios}::{t}" for t in tests] if tests else [str(scenarios)]
     command = [sys.executable, "-m", "pytest", *targets, "-p", "no:cacheprovider", "-q", f"--sut={sut}"]
-    command += [f"--run-dir={run_dir}", f"--rootdir={REPO}", "-o", "testpaths=scenarios"]
+    command += [f"--run-dir={run_dir}", f"--rootdir={REPO}", "-o", "testpaths=scenarios", *(extra or [])]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert (run_dir / "journal.jsonl").exists(), done.stdout[-3000:] + done.stderr[-3000:]
     verdicts = {v.nodeid.split("::")[-1]: v for v in read_verdicts(run_dir) if v.nodeid}
@@ -117,16 +123,83 @@ def test_each_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> 
         assert rule in {f.rule for f in verdict.findings}, f"{test} on {defect}: {_explain(verdict)}"
 
 
+DOCUMENTS = REPO / "scenarios" / "test_documents.py"
+ANNEX = "test_each_annex_document_is_a_cda_n1_with_its_pdf"
+ANNEX_CASES = [
+    f"{ANNEX}[lettre-de-liaison-11490-0]",
+    f"{ANNEX}[compte-rendu-11488-4]",
+    f"{ANNEX}[prescription-57833-6]",
+]
+INS_DATAMATRIX = "test_the_ins_is_in_the_cda_header_and_in_the_pdf_datamatrix"
+PRESCRIPTION_INS = "test_a_prescription_carries_the_ins_in_the_cda_and_on_the_pdf"
+CDA_RULES = REPO.parent / "shared" / "data" / "ans" / "TestContenuCDA-3-0"
+
+DOCUMENT_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "cda-wrong-ins-oid": [
+        (INS_DATAMATRIX, "doc.ins.header"),
+        (INS_DATAMATRIX, "cda.header.ins.oid"),
+        (PRESCRIPTION_INS, "doc.ins.header"),
+    ],
+    "cda-no-ins": [(INS_DATAMATRIX, "doc.ins.header"), (PRESCRIPTION_INS, "cda.header.ins.missing")],
+    "cda-bad-nir-key": [(INS_DATAMATRIX, "cda.header.ins.key"), (PRESCRIPTION_INS, "cda.header.ins.key")],
+    "pdf-not-pdfa": [("test_the_prescription_pdf_is_pdfa1", "pdf.pdfa.identification")]
+    + [(case, "doc.n1.pdf") for case in ANNEX_CASES],
+    "pdf-no-ins-datamatrix": [(INS_DATAMATRIX, "pdf.ins-datamatrix.missing")],
+    "cda-wrong-loinc": [(case, "doc.type-code") for case in ANNEX_CASES],
+    "cda-no-legal-authenticator": [(case, "cda.header.legal-authenticator") for case in ANNEX_CASES],
+    "cda-wrong-template-version": [
+        ("test_the_vsm_is_a_valid_cda_n3_of_the_current_volet", "doc.vsm.volet-version"),
+        (ANNEX_CASES[0], "cda.header.template-id.xds-sd"),
+    ],
+    "import-drops-stylesheet": [
+        ("test_an_imported_document_is_stored_with_the_producers_stylesheet", "cda.import.stylesheet")
+    ],
+    "documents-unsorted": [
+        ("test_documents_can_be_sorted_by_type_code_and_by_creation_date", "cda.list.sort-type-code"),
+        ("test_documents_can_be_sorted_by_type_code_and_by_creation_date", "cda.list.sort-creation-date"),
+    ],
+}
+"""The same for the CI-SIS document scenarios, run with the ANS rules of ``../shared`` when present."""
+
+
+def run_document_scenarios(run_dir: Path, sut: str, tests: list[str] | None = None) -> dict[str, Verdict]:
+    extra = [f"--cda-rules={CDA_RULES}"] if CDA_RULES.is_dir() else []
+    return run_insi_scenarios(run_dir, sut, tests, scenarios=DOCUMENTS, extra=extra)
+
+
+def test_the_conforming_reference_system_passes_every_document_scenario(tmp_path: Path) -> None:
+    verdicts = run_document_scenarios(tmp_path / "run", "reference")
+    assert set(verdicts) >= {test for catches in DOCUMENT_CATCHES.values() for test, _ in catches}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
+
+@pytest.mark.parametrize("defect", sorted(DOCUMENT_CATCHES))
+def test_each_document_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> None:
+    expected = DOCUMENT_CATCHES[defect]
+    verdicts = run_document_scenarios(tmp_path / "run", f"reference:{defect}", sorted({t for t, _ in expected}))
+    for test, rule in expected:
+        verdict = verdicts[test]
+        assert verdict.status is VerdictStatus.FAILED, f"{test} on {defect}: {_explain(verdict)}"
+        assert rule in {f.rule for f in verdict.findings}, f"{test} on {defect}: {_explain(verdict)}"
+
+
 def test_every_defect_is_in_the_suite() -> None:
-    assert set(CATCHES) == set(DEFECTS)
+    assert not set(CATCHES) & set(DOCUMENT_CATCHES)
+    assert set(CATCHES) | set(DOCUMENT_CATCHES) == set(DEFECTS)
 
 
-def test_every_insi_scenario_case_is_proven_to_fail_on_some_defect() -> None:
+@pytest.mark.parametrize(
+    ("scenarios", "catches", "at_least"), [(SCENARIOS, CATCHES, 20), (DOCUMENTS, DOCUMENT_CATCHES, 9)]
+)
+def test_every_scenario_case_is_proven_to_fail_on_some_defect(
+    scenarios: Path, catches: dict[str, list[tuple[str, str]]], at_least: int
+) -> None:
     """Not just every scenario function: every collected case (each parameter) must be caught."""
-    command = [sys.executable, "-m", "pytest", str(SCENARIOS), "--collect-only", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", str(scenarios), "--collect-only", "-q", "-p", "no:cacheprovider"]
     command += [f"--rootdir={REPO}", "-o", "testpaths=scenarios"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     collected = {line.split("::")[-1] for line in done.stdout.splitlines() if "::" in line}
-    assert len(collected) > 20, done.stdout[-2000:] + done.stderr[-2000:]
-    caught = {test for catches in CATCHES.values() for test, _ in catches}
+    assert len(collected) >= at_least, done.stdout[-2000:] + done.stderr[-2000:]
+    caught = {test for entries in catches.values() for test, _ in entries}
     assert collected - caught == set()
