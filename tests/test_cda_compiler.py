@@ -285,3 +285,31 @@ def test_a_shared_tree_copy_is_not_needed_at_run_time(tmp_path: Path, cda_rules:
     )
     findings, fired = _check(RuleSet.open(copy), "schematrons/mini.sch", "<a/>", tmp_path / "c")
     assert findings == [] and fired == 1
+
+
+def test_a_schematron_needing_a_missing_vocabulary_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    """Like ANS's structurationMinimale profile, which reads an absent voc file with doc()."""
+    rules = _tree(
+        tmp_path,
+        {
+            "schematrons/profils/needy.sch": f"""
+                <schema xmlns="{SCH}" queryBinding="xslt2">
+                  <pattern id="p"><rule context="code">
+                    <assert test="@code = doc('include/voc-absent-DYNAMIC.xml')//concept/@code">known code</assert>
+                  </rule></pattern>
+                </schema>""",
+            "schematrons/CI-SIS_X_2024.01.sch": f"""
+                <schema xmlns="{SCH}" queryBinding="xslt2">
+                  <pattern id="q"><rule context="/*"><assert test="true()">x</assert></rule></pattern>
+                </schema>""",
+        },
+    )
+    compiled = SchematronEngine(rules, tmp_path / "c", route="harness").compiled(
+        rules.root / "schematrons/profils/needy.sch"
+    )
+    assert compiled.executable is None and "voc-absent-DYNAMIC.xml" in compiled.unrunnable
+    assert [f.rule for f in compiled.findings] == ["cda.rules.vocabulary-missing"]
+    validator = CdaValidator(rules, cache_dir=tmp_path / "c")
+    stage = validator._run_one(rules.root / "schematrons/profils/needy.sch", None, 0.0)
+    assert stage.skipped.startswith("not run") and stage.ok
+    assert [f.severity for f in stage.findings] == [Severity.WARNING]

@@ -71,6 +71,7 @@ class CompiledSchematron:
         pattern_files: pattern id → the rule file that defines it, for findings.
         compile_s: time spent compiling (0 when the XSLT came from the disk cache).
         from_cache: the XSLT came from the disk cache.
+        unrunnable: why the schematron cannot run at all ("" when it can); it is then not compiled.
     """
 
     source: Path
@@ -82,6 +83,7 @@ class CompiledSchematron:
     pattern_files: dict[str, str] = field(default_factory=dict)
     compile_s: float = 0.0
     from_cache: bool = False
+    unrunnable: str = ""
 
 
 @dataclass
@@ -131,6 +133,20 @@ class SchematronEngine:
         else:
             prepared = schematron.prepare(self.rules, key_path)
         key = _cache_key(self.route, prepared.inputs)
+        if prepared.unrunnable:
+            compiled = CompiledSchematron(
+                source=key_path,
+                rule_file=self.rules.relative(key_path),
+                route=self.route,
+                key=key,
+                executable=None,
+                findings=list(prepared.findings),
+                pattern_files=dict(prepared.pattern_files),
+                compile_s=time.perf_counter() - started,
+                unrunnable="it reads missing files with doc(): " + ", ".join(prepared.unrunnable),
+            )
+            self._compiled[key_path] = compiled
+            return compiled
         xslt_file = self.cache_dir / f"{key}.xsl"
         from_cache = xslt_file.is_file()
         if from_cache:
@@ -186,6 +202,8 @@ class SchematronEngine:
 
     def run(self, compiled: CompiledSchematron, document: Any) -> SchematronRun:
         """Run ``compiled`` on a document parsed by :meth:`parse`."""
+        if compiled.executable is None:
+            raise SchematronError(f"{compiled.rule_file} cannot run: {compiled.unrunnable}")
         with _SAXON_LOCK:
             try:
                 output = compiled.executable.transform_to_string(xdm_node=document)

@@ -104,6 +104,7 @@ class Compilation:
     files: list[Path] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     pattern_files: dict[str, str] = field(default_factory=dict)
+    unrunnable: list[str] = field(default_factory=list)
 
 
 # -- step 1: includes ---------------------------------------------------------------------------
@@ -365,7 +366,18 @@ def value_set_repairs(
                     continue
                 seen.add(literal)
                 resolved = rules.resolve(base_dir, literal)
-                if resolved.path is None:
+                if resolved.path is None and _read_with_doc(schema, literal):
+                    # doc(), unlike document(), stopped the official pipeline too: no verdict to emulate
+                    compilation.unrunnable.append(literal)
+                    compilation.findings.append(
+                        _gap(
+                            "cda.rules.vocabulary-missing",
+                            f"this schematron reads '{literal}' with doc(), and the file does not exist; "
+                            "it cannot run (the official pipeline stops on it too) and is left out",
+                            where,
+                        )
+                    )
+                elif resolved.path is None:
                     missing.add(literal)
                     compilation.findings.append(
                         _gap(
@@ -388,6 +400,16 @@ def value_set_repairs(
                         )
                     )
     return ValueSetRepairs(renamed, frozenset(missing))
+
+
+def _read_with_doc(schema: etree._Element, literal: str) -> bool:
+    """True when ``literal`` is an argument of ``doc()`` somewhere in the schema."""
+    call = re.compile(r"(?<![\w:.-])doc\s*\(\s*(['\"])" + re.escape(literal) + r"\1")
+    return any(
+        call.search(element.get(attribute, ""))
+        for element in schema.iter(f"{{{ISO}}}*")
+        for attribute in ("test", "select", "context", "value")
+    )
 
 
 def _relative_spelling(literal: str, found: Path, base_dir: Path) -> str:
@@ -738,6 +760,7 @@ class Prepared:
         pattern_files: pattern id → rule file defining it.
         repairs: value-set references to read differently.
         build: produces the XSLT (called only when the disk cache has none).
+        unrunnable: files the schematron needs and cannot do without (it is then not run).
     """
 
     inputs: list[Path]
@@ -745,6 +768,7 @@ class Prepared:
     pattern_files: dict[str, str]
     repairs: ValueSetRepairs
     build: Callable[[], bytes]
+    unrunnable: list[str] = field(default_factory=list)
 
 
 def analyse(rules: RuleSet, schematron: Path) -> tuple[etree._Element, Compilation, ValueSetRepairs]:
@@ -765,6 +789,7 @@ def prepare(rules: RuleSet, schematron: Path) -> Prepared:
         pattern_files=compilation.pattern_files,
         repairs=repairs,
         build=lambda: generate_xslt(expanded, schematron.parent, repairs),
+        unrunnable=compilation.unrunnable,
     )
 
 

@@ -57,6 +57,7 @@ def prepare(rules: RuleSet, source: Path) -> schematron.Prepared:
         pattern_files=compilation.pattern_files,
         repairs=repairs,
         build=build,
+        unrunnable=compilation.unrunnable,
     )
 
 

@@ -162,6 +162,10 @@ class CdaValidator:
         try:
             compiled = self.engine.compiled(path)
             stage.findings.extend(compiled.findings)
+            if compiled.unrunnable:
+                stage.skipped = f"not run: {compiled.unrunnable}"
+                stage.duration_s = time.perf_counter() - started
+                return stage
             run = self.engine.run(compiled, node)
         except SchematronError as exc:
             stage.findings.append(
