@@ -45,6 +45,19 @@ def _pass(validator: CdaValidator, documents: list[tuple[str, bytes]]) -> float:
     return (time.perf_counter() - started) / len(documents)
 
 
+def _hostile_inputs() -> list[tuple[str, bytes]]:
+    laughs = '<!ENTITY a0 "lol">' + "".join(f'<!ENTITY a{i} "{("&a" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
+    cda = '<ClinicalDocument xmlns="urn:hl7-org:v3"><title>{}</title></ClinicalDocument>'
+    return [
+        ("billion laughs", f"<!DOCTYPE d [{laughs}]>{cda.format('&a9;')}".encode()),
+        ("external entity", f'<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>{cda.format("&x;")}'.encode()),
+        ("external DTD", b'<!DOCTYPE d SYSTEM "http://127.0.0.1:9/x.dtd"><ClinicalDocument xmlns="urn:hl7-org:v3"/>'),
+        ("200 MB document", b"<ClinicalDocument><title>" + b"x" * (200 * 1024 * 1024)),
+        ("non-XML bytes", bytes(range(256)) * 64),
+        ("wrong root element", b"<html><body>not a CDA</body></html>"),
+    ]
+
+
 def main() -> None:
     default_rules = Path(__file__).resolve().parents[2] / "shared" / "data" / "ans" / "TestContenuCDA-3-0"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,6 +89,16 @@ def main() -> None:
             print(f"  {item.rule_file}: {item.compile_s * 1000:.0f} ms")
         print(f"  median {statistics.median(c.compile_s for c in compiled) * 1000:.0f} ms")
         print(f"peak RSS after warm passes: {_rss_mb():.0f} MB")
+
+        hostile = _hostile_inputs()
+        print(f"hostile and broken inputs (peak RSS with them built, the 200 MB one included: {_rss_mb():.0f} MB):")
+        for label, data in hostile:
+            started = time.perf_counter()
+            report = validator.validate(data, label)
+            rules_hit = sorted({f.rule for f in report.errors})
+            print(f"  {label}: {(time.perf_counter() - started) * 1000:.1f} ms, {', '.join(rules_hit)}")
+        print(f"  peak RSS after validating them: {_rss_mb():.0f} MB")
+        del hostile
 
     sample = documents[: args.one_shot]
     started = time.perf_counter()
