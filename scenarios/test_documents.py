@@ -108,6 +108,25 @@ def _document_code(cda: bytes) -> str:
     return code.get("code", "") if code is not None else ""
 
 
+def _expect_ins_and_pdfa(evidence: ScenarioEvidence, judged: Judged, patient: PatientRecord) -> bool:
+    """The patient's INS must be in the CDA header and the PDF must be PDF/A-1; True when there is a PDF."""
+    assert patient.ins is not None
+    if judged.produced.cda is not None:
+        ids = _header_ins(judged.produced.cda)
+        evidence.expect(
+            (patient.ins.oid, patient.ins.matricule) in ids,
+            "doc.ins.header",
+            f"recordTarget/patientRole/id must carry the patient's INS {patient.ins.matricule} "
+            f"under its OID {patient.ins.oid}; found {ids}",
+            "/ClinicalDocument/recordTarget/patientRole/id",
+        )
+    if not evidence.expect(judged.produced.pdf is not None, "doc.pdf.missing", "the SUT must produce the PDF/A-1"):
+        return False
+    assert judged.produced.pdf is not None
+    evidence.add(*pdf.check_pdfa(judged.produced.pdf, part=1))
+    return True
+
+
 # -- production -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("type_code", ANNEX_DOCUMENTS)
 @pytest.mark.requirement("DOC.01", scenario="DOC.01.01", manual_proofs=("DOC.01.01.01",))
@@ -167,18 +186,8 @@ def test_the_ins_is_in_the_cda_header_and_in_the_pdf_datamatrix(
     patient = _patient(sut, insi_identities)
     assert patient.ins is not None
     judged = _produce(sut, cda_validator, evidence, patient, LETTRE_DE_LIAISON)
-    if judged.produced.cda is not None:
-        ids = _header_ins(judged.produced.cda)
-        evidence.expect(
-            (patient.ins.oid, patient.ins.matricule) in ids,
-            "doc.ins.header",
-            f"recordTarget/patientRole/id must carry the patient's INS {patient.ins.matricule} "
-            f"under its OID {patient.ins.oid}; found {ids}",
-            "/ClinicalDocument/recordTarget/patientRole/id",
-        )
-    if evidence.expect(judged.produced.pdf is not None, "doc.pdf.missing", "the SUT must produce the PDF/A-1"):
+    if _expect_ins_and_pdfa(evidence, judged, patient):
         assert judged.produced.pdf is not None
-        evidence.add(*pdf.check_pdfa(judged.produced.pdf, part=1))
         found = pdf.check_ins_datamatrix(judged.produced.pdf, patient.ins.matricule, patient.ins.oid)
         evidence.add(*found)
         evidence.attach(
@@ -198,18 +207,8 @@ def test_a_prescription_carries_the_ins_in_the_cda_and_on_the_pdf(
     patient = _patient(sut, insi_identities)
     assert patient.ins is not None
     judged = _produce(sut, cda_validator, evidence, patient, PRESCRIPTION)
-    if judged.produced.cda is not None:
-        ids = _header_ins(judged.produced.cda)
-        evidence.expect(
-            (patient.ins.oid, patient.ins.matricule) in ids,
-            "doc.ins.header",
-            f"the prescription's recordTarget must carry the INS {patient.ins.matricule} ({patient.ins.oid}); "
-            f"found {ids}",
-            "/ClinicalDocument/recordTarget/patientRole/id",
-        )
-    if evidence.expect(judged.produced.pdf is not None, "doc.pdf.missing", "the SUT must produce the PDF/A-1"):
-        assert judged.produced.pdf is not None
-        evidence.add(*pdf.check_pdfa(judged.produced.pdf, part=1))
+    if _expect_ins_and_pdfa(evidence, judged, patient):
+        assert judged.produced.pdf is not None and patient.ins is not None
         evidence.add(*pdf.check_ins_printed(judged.produced.pdf, patient.ins.matricule))
     evidence.conclude()
 

@@ -133,31 +133,13 @@ class SchematronEngine:
         else:
             prepared = schematron.prepare(self.rules, key_path)
         key = _cache_key(self.route, prepared.inputs)
+        executable: Any = None
+        from_cache = False
+        unrunnable = ""
         if prepared.unrunnable:
-            compiled = CompiledSchematron(
-                source=key_path,
-                rule_file=self.rules.relative(key_path),
-                route=self.route,
-                key=key,
-                executable=None,
-                findings=list(prepared.findings),
-                pattern_files=dict(prepared.pattern_files),
-                compile_s=time.perf_counter() - started,
-                unrunnable="it reads missing files with doc(): " + ", ".join(prepared.unrunnable),
-            )
-            self._compiled[key_path] = compiled
-            return compiled
-        xslt_file = self.cache_dir / f"{key}.xsl"
-        from_cache = xslt_file.is_file()
-        if from_cache:
-            xslt = xslt_file.read_bytes()
+            unrunnable = "it reads missing files with doc(): " + ", ".join(prepared.unrunnable)
         else:
-            try:
-                xslt = prepared.build()
-            except Exception as exc:
-                raise SchematronError(f"compiling {self.rules.relative(key_path)} failed: {exc}") from exc
-            self._store(xslt_file, xslt)
-        executable = self._load(xslt, key_path)
+            executable, from_cache = self._executable(prepared, key, key_path)
         compiled = CompiledSchematron(
             source=key_path,
             rule_file=self.rules.relative(key_path),
@@ -168,9 +150,24 @@ class SchematronEngine:
             pattern_files=dict(prepared.pattern_files),
             compile_s=time.perf_counter() - started,
             from_cache=from_cache,
+            unrunnable=unrunnable,
         )
         self._compiled[key_path] = compiled
         return compiled
+
+    def _executable(self, prepared: schematron.Prepared, key: str, source: Path) -> tuple[Any, bool]:
+        """The loaded executable, from the disk cache when it holds this key; and whether it did."""
+        xslt_file = self.cache_dir / f"{key}.xsl"
+        from_cache = xslt_file.is_file()
+        if from_cache:
+            xslt = xslt_file.read_bytes()
+        else:
+            try:
+                xslt = prepared.build()
+            except Exception as exc:
+                raise SchematronError(f"compiling {self.rules.relative(source)} failed: {exc}") from exc
+            self._store(xslt_file, xslt)
+        return self._load(xslt, source), from_cache
 
     def _store(self, target: Path, xslt: bytes) -> None:
         try:
