@@ -181,6 +181,8 @@ def test_the_ans_tree_defects_are_reported_not_fatal(cda_rules: RuleSet, tmp_pat
     engine = SchematronEngine(cda_rules, tmp_path, route="harness")
     bio = engine.compiled(cda_rules.root / "schematrons/CI-SIS_BIO-CR-BIO_2023.01.sch")
     assert sum(f.rule == "cda.rules.include-missing" for f in bio.findings) == 9
+    # …so the 9 patterns its phase activates are declared nowhere, as the skeleton also says
+    assert sum(f.rule == "cda.rules.phase-pattern-missing" for f in bio.findings) == 9
     ihe = engine.compiled(cda_rules.root / "schematrons/profils/IHE.sch")
     assert any(f.rule == "cda.rules.include-case" and "E_directiveanticipee_int" in f.message for f in ihe.findings)
     models = engine.compiled(cda_rules.root / "schematrons/profils/CI-SIS_ModelesDeContenusCDA.sch")

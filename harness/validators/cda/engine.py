@@ -25,7 +25,7 @@ from typing import Any
 
 from lxml import etree
 
-from harness.findings import Finding, Severity
+from harness.findings import Finding, Severity, info
 from harness.validators.cda import schematron, skeleton
 from harness.validators.cda.rules import RuleSet
 
@@ -140,13 +140,17 @@ class SchematronEngine:
             unrunnable = "it reads missing files with doc(): " + ", ".join(prepared.unrunnable)
         else:
             executable, from_cache = self._executable(prepared, key, key_path)
+        said = [
+            info("cda.rules.compiler-message", message, source=SOURCE, rule_file=self.rules.relative(key_path))
+            for message in prepared.messages
+        ]
         compiled = CompiledSchematron(
             source=key_path,
             rule_file=self.rules.relative(key_path),
             route=self.route,
             key=key,
             executable=executable,
-            findings=list(prepared.findings),
+            findings=list(prepared.findings) + said,
             pattern_files=dict(prepared.pattern_files),
             compile_s=time.perf_counter() - started,
             from_cache=from_cache,
@@ -158,14 +162,19 @@ class SchematronEngine:
     def _executable(self, prepared: schematron.Prepared, key: str, source: Path) -> tuple[Any, bool]:
         """The loaded executable, from the disk cache when it holds this key; and whether it did."""
         xslt_file = self.cache_dir / f"{key}.xsl"
+        said_file = xslt_file.with_suffix(".messages")
         from_cache = xslt_file.is_file()
         if from_cache:
             xslt = xslt_file.read_bytes()
+            if said_file.is_file():
+                prepared.messages.extend(said_file.read_text(encoding="utf-8").splitlines())
         else:
             try:
                 xslt = prepared.build()
             except Exception as exc:
                 raise SchematronError(f"compiling {self.rules.relative(source)} failed: {exc}") from exc
+            if prepared.messages:
+                self._store(said_file, "\n".join(prepared.messages).encode("utf-8"))
             self._store(xslt_file, xslt)
         return self._load(xslt, source), from_cache
 

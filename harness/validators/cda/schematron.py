@@ -761,6 +761,7 @@ class Prepared:
         repairs: value-set references to read differently.
         build: produces the XSLT (called only when the disk cache has none).
         unrunnable: files the schematron needs and cannot do without (it is then not run).
+        messages: what the compiler said while building (the ANS skeleton's ``xsl:message``s).
     """
 
     inputs: list[Path]
@@ -769,6 +770,7 @@ class Prepared:
     repairs: ValueSetRepairs
     build: Callable[[], bytes]
     unrunnable: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
 
 
 def analyse(rules: RuleSet, schematron: Path) -> tuple[etree._Element, Compilation, ValueSetRepairs]:
@@ -777,7 +779,32 @@ def analyse(rules: RuleSet, schematron: Path) -> tuple[etree._Element, Compilati
     included = resolve_includes(rules, schematron, compilation)
     expanded = expand_abstract_patterns(included, compilation)
     repairs = value_set_repairs(rules, expanded, schematron.parent, compilation)
+    _check_phase(expanded, compilation, rules.relative(schematron))
     return expanded, compilation, repairs
+
+
+def _check_phase(schema: etree._Element, compilation: Compilation, where: str) -> None:
+    """Warn about patterns the default phase activates but no file declares (the skeleton says so too)."""
+    phase = schema.get("defaultPhase") or "#ALL"
+    if phase == "#ALL":
+        return
+    declared = {p.get("id") for p in schema.iterchildren(_iso("pattern"))}
+    phases = [p for p in schema.iterchildren(_iso("phase")) if p.get("id") == phase]
+    if not phases:
+        compilation.findings.append(
+            _gap("cda.rules.phase-missing", f"the default phase '{phase}' is not declared: no pattern runs", where)
+        )
+        return
+    for active in phases[0].iterchildren(_iso("active")):
+        name = active.get("pattern", "")
+        if name not in declared:
+            compilation.findings.append(
+                _gap(
+                    "cda.rules.phase-pattern-missing",
+                    f"the phase activates pattern '{name}', which no included file declares; it checks nothing",
+                    where,
+                )
+            )
 
 
 def prepare(rules: RuleSet, schematron: Path) -> Prepared:

@@ -48,8 +48,10 @@ def prepare(rules: RuleSet, source: Path) -> schematron.Prepared:
     _expanded, compilation, repairs = schematron.analyse(rules, source)
     inputs = list(compilation.files) + skeleton_files(rules)
 
+    messages: list[str] = []
+
     def build() -> bytes:
-        return _compile_with_skeleton(rules, source, repairs)
+        return _compile_with_skeleton(rules, source, repairs, messages)
 
     return schematron.Prepared(
         inputs=inputs,
@@ -58,10 +60,14 @@ def prepare(rules: RuleSet, source: Path) -> schematron.Prepared:
         repairs=repairs,
         build=build,
         unrunnable=compilation.unrunnable,
+        messages=messages,
     )
 
 
-def _compile_with_skeleton(rules: RuleSet, source: Path, repairs: schematron.ValueSetRepairs) -> bytes:
+def _compile_with_skeleton(
+    rules: RuleSet, source: Path, repairs: schematron.ValueSetRepairs, messages: list[str]
+) -> bytes:
+    """The three steps; what the skeleton says (``xsl:message``) goes to ``messages``, not to stderr."""
     from harness.validators.cda.engine import _SAXON_LOCK, saxon
 
     prepared = _point_includes(rules, source)
@@ -72,8 +78,12 @@ def _compile_with_skeleton(rules: RuleSet, source: Path, repairs: schematron.Val
         for name in SKELETON_FILES:
             compiler = processor.new_xslt30_processor()
             step = compiler.compile_stylesheet(stylesheet_file=str(moteur / name))
+            step.set_save_xsl_message(True, None)
             node = processor.parse_xml(xml_text=text)
             result = step.transform_to_string(xdm_node=node)
+            said = step.get_xsl_messages()
+            if said is not None:
+                messages.extend(f"{name}: {' '.join(str(m).split())}" for m in said)
             if not result:
                 raise RuntimeError(f"{name} produced nothing")
             text = result
