@@ -91,6 +91,13 @@ def run(
     if catalog_dir:
         args.append(f"--catalog-dir={catalog_dir.resolve()}")
     if cda_rules:
+        from harness.validators.cda import RuleSet, RulesError
+
+        try:
+            RuleSet.open(cda_rules)
+        except RulesError as exc:
+            console.print(f"[red]--cda-rules: {exc}[/red]")
+            raise typer.Exit(EXIT_ERROR) from None
         args.append(f"--cda-rules={cda_rules.resolve()}")
     for name in profile or []:
         args.append(f"--profile={name}")

@@ -89,3 +89,8 @@ def test_without_rules_the_harness_rules_still_judge(cda_rules: RuleSet, tmp_pat
     monkeypatch.delenv("SEGUR_HARNESS_CDA_RULES", raising=False)  # type: ignore[attr-defined]
     code, output = _invoke(str(cda_rules.root / "ExemplesCDA" / "CSE-CS8_2024.01.xml"), cache=tmp_path)
     assert code == 1 and "harness rules only" in output and "cda.header.ins.key" in output
+
+
+def test_a_run_refuses_a_cda_rules_folder_that_is_not_one(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--cda-rules", str(tmp_path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "not a TestContenuCDA folder" in result.output
