@@ -91,7 +91,7 @@ def run(
     if catalog_dir:
         args.append(f"--catalog-dir={catalog_dir.resolve()}")
     if cda_rules:
-        from harness.validators.cda import RuleSet, RulesError
+        from harness.validators.cda import RulesError, RuleSet
 
         try:
             RuleSet.open(cda_rules)
