@@ -28,10 +28,13 @@ from typing import Any
 import pytest
 
 from harness.evidence.journal import read_verdicts
-from harness.sut.base import SutError, SutRefused
+from harness.sut.base import SutAdapter, SutError, SutRefused
 from harness.sut.http import HttpSut
 from harness.sut.model import (
     Capability,
+    DmpEndpoint,
+    DmpOutcome,
+    EndpointConfig,
     IdentityStatus,
     PatientTraits,
     ProducedDocument,
@@ -306,6 +309,21 @@ def test_http_422_is_a_refusal_with_the_problem_detail(fake: FakeSut, http_sut: 
         pytest.param(
             lambda s: s.import_document("p-1", b"<x/>"), "documents", "/patients/p-1/documents/import", id="import"
         ),
+        pytest.param(
+            lambda s: s.set_document_visibility("p-1", "d-1", True, True, True),
+            "dmp",
+            "/patients/p-1/documents/d-1/visibility",
+            id="visibility",
+        ),
+        pytest.param(
+            lambda s: s.validate_document("p-1", "d-1"), "dmp", "/patients/p-1/documents/d-1/validate", id="validate"
+        ),
+        pytest.param(
+            lambda s: s.dmp_action("p-1", "d-1", "delete"), "dmp", "/patients/p-1/documents/d-1/dmp", id="dmp-action"
+        ),
+        pytest.param(
+            lambda s: s.set_dmp_consent("p-1", True, False), "dmp", "/patients/p-1/dmp-consent", id="dmp-consent"
+        ),
     ],
 )
 def test_http_undeclared_capability_is_not_supported_without_calling(
@@ -495,6 +513,208 @@ def test_python_sut_without_document_operations_is_not_supported(python_target: 
         with pytest.raises(NotSupported) as info:
             call()
         assert info.value.reason == f"the Python SUT has no '{name}' operation"
+
+
+# -- DMP ------------------------------------------------------------------------------------------
+DMP_ENDPOINT = DmpEndpoint("https://127.0.0.1:1/dmp", "CA", "CERT", "KEY")
+DOCUMENT = "1.2.250.1.999.1^A-7"
+"""A document id with an extension: the caret travels percent-encoded in the path."""
+DOCUMENT_PATH = "/patients/p-1/documents/1.2.250.1.999.1%5EA-7"
+
+
+@pytest.fixture
+def dmp_sut(fake: FakeSut, http_sut: HttpSut) -> HttpSut:
+    fake.routes[("GET", "/capabilities")] = json_answer(
+        {**CAPABILITIES, "capabilities": ["identity", "documents", "dmp"]}
+    )
+    return http_sut
+
+
+def test_dmp_records_round_trip_through_json() -> None:
+    assert DmpOutcome.from_json({"dmp": "failed", "detail": "XDSRegistryError"}) == DmpOutcome(
+        "failed", "XDSRegistryError"
+    )
+    assert DmpOutcome("sent", "ok").to_json() == {"dmp": "sent", "detail": "ok"}
+    assert EndpointConfig(dmp=DMP_ENDPOINT).to_json() == {
+        "dmp": {"url": DMP_ENDPOINT.url, "ca_pem": "CA", "client_cert_pem": "CERT", "client_key_pem": "KEY"}
+    }
+
+
+def test_http_dmp_happy_path(fake: FakeSut, dmp_sut: HttpSut) -> None:
+    fake.routes[("POST", "/patients/p-1/documents")] = json_answer(PRODUCED, status=201)
+    fake.routes[("PUT", f"{DOCUMENT_PATH}/visibility")] = Answer(204)
+    fake.routes[("POST", f"{DOCUMENT_PATH}/validate")] = json_answer({"dmp": "sent", "detail": "entry urn:uuid:1"})
+    fake.routes[("POST", f"{DOCUMENT_PATH}/dmp")] = json_answer({"dmp": "not-sent", "detail": "opposition"})
+    fake.routes[("PUT", "/patients/p-1/dmp-consent")] = Answer(204)
+    fake.routes[("PUT", "/config/endpoints")] = Answer(204)
+    dmp_sut.configure_endpoints(EndpointConfig(dmp=DMP_ENDPOINT))
+    assert json.loads(fake.bodies[-1]) == {"dmp": DMP_ENDPOINT.to_json()}
+    dmp_sut.produce_document("p-1", "11488-4", act_date="2021-06-14")
+    assert json.loads(fake.bodies[-1]) == {"type_code": "11488-4", "structure": "N1", "act_date": "2021-06-14"}
+    dmp_sut.set_document_visibility("p-1", DOCUMENT, True, False, True)
+    assert json.loads(fake.bodies[-1]) == {
+        "masked_to_ps": True,
+        "invisible_to_patient": False,
+        "invisible_to_legal_representatives": True,
+    }
+    assert dmp_sut.validate_document("p-1", DOCUMENT) == DmpOutcome("sent", "entry urn:uuid:1")
+    assert fake.bodies[-1] == b""
+    assert dmp_sut.dmp_action("p-1", DOCUMENT, "send") == DmpOutcome("not-sent", "opposition")
+    assert json.loads(fake.bodies[-1]) == {"action": "send"}
+    dmp_sut.set_dmp_consent("p-1", feed_opposition=True, consultation_opposition=False)
+    assert json.loads(fake.bodies[-1]) == {"feed_opposition": True, "consultation_opposition": False}
+    assert fake.seen[2:] == [
+        ("POST", "/patients/p-1/documents"),
+        ("PUT", f"{DOCUMENT_PATH}/visibility"),
+        ("POST", f"{DOCUMENT_PATH}/validate"),
+        ("POST", f"{DOCUMENT_PATH}/dmp"),
+        ("PUT", "/patients/p-1/dmp-consent"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        pytest.param({"dmp": "maybe", "detail": ""}, "'dmp' must be one of sent, not-sent, failed", id="bad-result"),
+        pytest.param({"detail": "x"}, "'dmp'", id="result-missing"),
+        pytest.param({"dmp": "sent", "detail": 3}, "'detail' must be a string", id="detail-a-number"),
+        pytest.param({"dmp": True, "detail": ""}, "'dmp' must be a string", id="result-a-boolean"),
+        pytest.param(["sent"], "list indices must be integers", id="a-list"),
+    ],
+)
+def test_http_malformed_dmp_outcome_is_a_sut_error(fake: FakeSut, dmp_sut: HttpSut, answer: Any, reason: str) -> None:
+    fake.routes[("POST", f"{DOCUMENT_PATH}/validate")] = json_answer(answer)
+    fake.routes[("POST", f"{DOCUMENT_PATH}/dmp")] = json_answer(answer)
+    for call, where in (
+        (lambda: dmp_sut.validate_document("p-1", DOCUMENT), "POST /patients/{id}/documents/{document_id}/validate"),
+        (lambda: dmp_sut.dmp_action("p-1", DOCUMENT, "replace"), "POST /patients/{id}/documents/{document_id}/dmp"),
+    ):
+        with pytest.raises(SutError) as info:
+            call()
+        assert str(info.value).startswith(f"{where}: malformed answer (")
+        assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("route", "operation"),
+    [
+        pytest.param(
+            ("PUT", f"{DOCUMENT_PATH}/visibility"),
+            lambda s: s.set_document_visibility("p-1", DOCUMENT, False, False, False),
+            id="visibility",
+        ),
+        pytest.param(
+            ("PUT", "/patients/p-1/dmp-consent"), lambda s: s.set_dmp_consent("p-1", False, False), id="consent"
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param(Answer(200, b"<html>ok</html>", "text/html"), "the answer is not JSON", id="html"),
+        pytest.param(problem(500, "Internal Server Error", "boom"), "HTTP 500: boom", id="500"),
+        pytest.param(problem(404, "Not Found", "no document"), "HTTP 404: no document", id="404"),
+    ],
+)
+def test_http_dmp_settings_answering_garbage_are_a_sut_error(
+    fake: FakeSut,
+    dmp_sut: HttpSut,
+    route: tuple[str, str],
+    operation: Callable[[HttpSut], Any],
+    answer: Answer,
+    expected: str,
+) -> None:
+    fake.routes[route] = answer
+    with pytest.raises(SutError, match=expected) as info:
+        operation(dmp_sut)
+    assert not isinstance(info.value, SutRefused)
+
+
+def test_http_dmp_refusals_and_conflicts(fake: FakeSut, dmp_sut: HttpSut) -> None:
+    fake.routes[("POST", f"{DOCUMENT_PATH}/dmp")] = problem(422, "Refused", "unknown action 'archive'")
+    fake.routes[("POST", f"{DOCUMENT_PATH}/validate")] = problem(409, "Not applicable now", "no DMP endpoint")
+    with pytest.raises(SutRefused, match="unknown action"):
+        dmp_sut.dmp_action("p-1", DOCUMENT, "archive")
+    with pytest.raises(SutError, match="HTTP 409: no DMP endpoint") as info:
+        dmp_sut.validate_document("p-1", DOCUMENT)
+    assert not isinstance(info.value, SutRefused)
+
+
+class DmpTarget:
+    """A Python SUT with the DMP operations; its consent answers garbage and its produce_document knows act_date."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def describe(self) -> SutDescription:
+        return SutDescription("Py", "Python SUT", "1", frozenset({Capability.DOCUMENTS, Capability.DMP}), ())
+
+    def produce_document(
+        self, patient_id: str, type_code: str, structure: str, act_date: str | None = None
+    ) -> ProducedDocument:
+        self.calls.append(("produce_document", act_date))
+        return ProducedDocument("d-1", type_code, CDA, PDF, "x.pdf")
+
+    def set_document_visibility(self, patient_id: str, document_id: str, *flags: bool) -> None:
+        self.calls.append(("set_document_visibility", document_id, *flags))
+
+    def validate_document(self, patient_id: str, document_id: str) -> DmpOutcome:
+        return DmpOutcome("sent", document_id)
+
+    def dmp_action(self, patient_id: str, document_id: str, action: str) -> Any:
+        return {"dmp": "sent"}
+
+    def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
+        raise RuntimeError("consent register unavailable")
+
+
+def test_python_dmp_happy_path_and_garbage() -> None:
+    target = DmpTarget()
+    sut = PythonSut(target, timeout_s=TIMEOUT_S)
+    sut.produce_document("p-1", "11488-4", act_date="2021-06-14")
+    sut.set_document_visibility("p-1", "d-1", True, False, False)
+    assert target.calls == [("produce_document", "2021-06-14"), ("set_document_visibility", "d-1", True, False, False)]
+    assert sut.validate_document("p-1", "d-1") == DmpOutcome("sent", "d-1")
+    with pytest.raises(SutError, match=r"^dmp_action\(\) returned dict, expected DmpOutcome$"):
+        sut.dmp_action("p-1", "d-1", "delete")
+    with pytest.raises(SutError, match=r"^set_dmp_consent: the SUT raised RuntimeError: consent register unavailable$"):
+        sut.set_dmp_consent("p-1", True, True)
+
+
+def test_python_sut_without_dmp_operations_is_not_supported(python_target: HangingTarget) -> None:
+    sut = PythonSut(python_target, timeout_s=TIMEOUT_S)
+    for call, name in [
+        (lambda: sut.set_document_visibility("p-1", "d-1", True, True, True), "set_document_visibility"),
+        (lambda: sut.validate_document("p-1", "d-1"), "validate_document"),
+        (lambda: sut.dmp_action("p-1", "d-1", "send"), "dmp_action"),
+        (lambda: sut.set_dmp_consent("p-1", False, False), "set_dmp_consent"),
+    ]:
+        with pytest.raises(NotSupported) as info:
+            call()
+        assert info.value.reason == f"the Python SUT has no '{name}' operation"
+
+
+def test_a_python_sut_written_before_act_date_still_produces_documents() -> None:
+    sut = PythonSut(DocumentTarget(), timeout_s=TIMEOUT_S)  # produce_document(patient_id, type_code, structure)
+    assert sut.produce_document("p-1", "11488-4").document_id == "p-1-doc"
+    with pytest.raises(SutError, match="unexpected keyword argument 'act_date'"):
+        sut.produce_document("p-1", "11488-4", act_date="2021-06-14")
+
+
+def test_the_base_adapter_offers_no_dmp_operation() -> None:
+    class Bare(SutAdapter):
+        def describe(self) -> SutDescription:
+            return SutDescription("B", "Bare", "1", frozenset(), ())
+
+    bare = Bare()
+    for call in (
+        lambda: bare.set_document_visibility("p", "d", True, True, True),
+        lambda: bare.validate_document("p", "d"),
+        lambda: bare.dmp_action("p", "d", "send"),
+        lambda: bare.set_dmp_consent("p", True, True),
+    ):
+        with pytest.raises(NotSupported, match="DMP operations are not offered"):
+            call()
 
 
 # -- PythonSut ------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 This is the only door the harness uses to drive the practice. Every answer is JSON;
 every error is ``application/problem+json`` with the status the contract implies:
-400 for a body that is not JSON, 404 for an unknown identity or path, 409 when the
-operation does not apply (nothing configured, no INS to verify), 422 for refused data,
+400 for a body that is not JSON, 404 for an unknown identity, document or path, 409 when
+the operation does not apply (nothing configured, no INS to verify, a document the practice
+did not produce), 422 for refused data,
 and even an unexpected failure is a 500 with a JSON body, never a bare traceback.
 """
 
@@ -19,15 +20,17 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from harness.reference import PUBLISHER, SOFTWARE, __version__
+from harness.reference.dmp import DmpService
 from harness.reference.documents import DocumentService
 from harness.reference.feeds import FeedIntegrator
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
 from harness.reference.settings import parse_instant
+from harness.reference.store import UnknownDocument
 
 log = logging.getLogger("harness.reference")
 
-CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset", "documents")
+CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset", "documents", "dmp")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[..., tuple[int, Any]]
@@ -51,6 +54,7 @@ class ControlApi:
         self.feeds = feeds
         self.mllp = mllp
         self.documents = documents or DocumentService(service)
+        self.dmp = DmpService(self.documents)
         self._routes: dict[str, Handler] = {
             "capabilities": self.capabilities,
             "endpoints": self.put_endpoints,
@@ -67,6 +71,10 @@ class ControlApi:
             "list_documents": self.list_documents,
             "produce_document": self.produce_document,
             "import_document": self.import_document,
+            "visibility": self.document_visibility,
+            "validate": self.validate_document,
+            "dmp_action": self.dmp_action,
+            "dmp_consent": self.dmp_consent,
             "identity_feed": self.identity_feed,
             "worklist": self.worklist,
             "traces": self.traces,
@@ -88,6 +96,10 @@ class ControlApi:
                 Rule("/patients/<patient_id>/documents", endpoint="list_documents", methods=["GET"]),
                 Rule("/patients/<patient_id>/documents", endpoint="produce_document", methods=["POST"]),
                 Rule("/patients/<patient_id>/documents/import", endpoint="import_document", methods=["POST"]),
+                Rule("/patients/<patient_id>/documents/<doc>/visibility", endpoint="visibility", methods=["PUT"]),
+                Rule("/patients/<patient_id>/documents/<doc>/validate", endpoint="validate", methods=["POST"]),
+                Rule("/patients/<patient_id>/documents/<doc>/dmp", endpoint="dmp_action", methods=["POST"]),
+                Rule("/patients/<patient_id>/dmp-consent", endpoint="dmp_consent", methods=["PUT"]),
                 Rule("/identity-feeds", endpoint="identity_feed", methods=["POST"]),
                 Rule("/worklist", endpoint="worklist", methods=["GET"]),
                 Rule("/traces", endpoint="traces", methods=["GET"]),
@@ -110,6 +122,8 @@ class ControlApi:
             return _problem(400, "Bad JSON", str(exc))
         except UnknownPatient as exc:
             return _problem(404, "Unknown identity", str(exc))
+        except UnknownDocument as exc:
+            return _problem(404, "Unknown document", str(exc))
         except Conflict as exc:
             return _problem(409, "Not applicable now", str(exc))
         except InvalidInput as exc:
@@ -185,6 +199,21 @@ class ControlApi:
 
     def import_document(self, request: Request, patient_id: str) -> tuple[int, Any]:
         return 201, self.documents.import_document(patient_id, _json(request))
+
+    def document_visibility(self, request: Request, patient_id: str, doc: str) -> tuple[int, Any]:
+        self.dmp.set_visibility(patient_id, doc, _json(request))
+        return 204, None
+
+    def validate_document(self, request: Request, patient_id: str, doc: str) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, self.dmp.validate(patient_id, doc).to_json()
+
+    def dmp_action(self, request: Request, patient_id: str, doc: str) -> tuple[int, Any]:
+        return 200, self.dmp.act(patient_id, doc, _json(request)).to_json()
+
+    def dmp_consent(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        self.dmp.set_consent(patient_id, _json(request))
+        return 204, None
 
     def identity_feed(self, request: Request) -> tuple[int, Any]:
         body = _json(request)

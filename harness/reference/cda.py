@@ -4,7 +4,8 @@ One function per header part, in the order the CDA schema wants them, so each ru
 the CI-SIS header is written at one place: the patient with the INS and the strict traits
 (the INS only for a qualified identity, as the référentiel INS requires), the author,
 custodian and legal authenticator with their national identifiers (IdNat_PS, IdNat_Struct),
-the documented act, the encounter and its healthcare facility. The defects of
+the documented act (on the act date of a historical document), the document it replaces,
+the encounter and its healthcare facility. The defects of
 :mod:`harness.reference.defects` that concern the CDA are switched here, each where it acts.
 """
 
@@ -14,7 +15,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from lxml import etree
@@ -77,6 +78,16 @@ class Header:
     practice: Practice
     author: Author
     defects: frozenset[str]
+    act_date: date | None = None
+    """The day of the act a historical document is about; None when the act is the production itself."""
+    version: int = 1
+    replaces: str = ""
+    """``ClinicalDocument/id/@root`` of the version this one replaces ("" for a first version)."""
+
+    @property
+    def act_day(self) -> date | None:
+        """The act date the document says (the ``dmp-historical-sending-date`` defect forgets it)."""
+        return None if "dmp-historical-sending-date" in self.defects else self.act_date
 
 
 Template = tuple[str, str]
@@ -119,7 +130,7 @@ def clinical_document(header: Header, templates: list[Template], body: etree._El
         E.confidentialityCode(code="N", displayName="Normal", codeSystem="2.16.840.1.113883.5.25"),
         E.languageCode(code="fr-FR"),
         E.setId(root=header.set_id),
-        E.versionNumber(value="1"),
+        E.versionNumber(value=str(header.version)),
         record_target(header),
         _author(header),
         _custodian(header.practice),
@@ -127,6 +138,8 @@ def clinical_document(header: Header, templates: list[Template], body: etree._El
     if "cda-no-legal-authenticator" not in header.defects:
         document.append(_legal_authenticator(header))
     document.append(_documentation_of(header))
+    if header.replaces:
+        document.append(_related_document(header))
     document.append(_component_of(header))
     document.append(body)
     return document
@@ -236,8 +249,8 @@ def _legal_authenticator(header: Header) -> etree._Element:
 
 
 def _documentation_of(header: Header) -> etree._Element:
-    """The documented act: the consultation (for the VSM, the LOINC 'Historique et clinique' act)."""
-    practice, stamp = header.practice, hl7_time(header.created)
+    """The documented act: the consultation (for the VSM, the LOINC 'Historique et clinique' act), on its day."""
+    practice, stamp = header.practice, act_time(header)
     event = E.serviceEvent(classCode="ACT")
     if header.type.structure == "N3":
         event.append(
@@ -268,11 +281,23 @@ def _documentation_of(header: Header) -> etree._Element:
     return E.documentationOf(event)
 
 
+def _related_document(header: Header) -> etree._Element:
+    """The version this document replaces (RPLC), same setId, previous versionNumber."""
+    return E.relatedDocument(
+        E.parentDocument(
+            E.id(root=header.replaces),
+            E.setId(root=header.set_id),
+            E.versionNumber(value=str(header.version - 1)),
+        ),
+        typeCode="RPLC",
+    )
+
+
 def _component_of(header: Header) -> etree._Element:
     practice = header.practice
     return E.componentOf(
         E.encompassingEncounter(
-            E.effectiveTime(E.low(value=hl7_time(header.created))),
+            E.effectiveTime(E.low(value=act_time(header))),
             E.location(
                 E.healthCareFacility(
                     E.id(root=ID_NAT_STRUCT, extension=practice.id_nat_struct),
@@ -316,6 +341,12 @@ def _person_name(author: Author) -> etree._Element:
 def hl7_time(moment: datetime) -> str:
     """An HL7 TS with seconds and the time zone: ``20240305101500+0100``."""
     return moment.strftime("%Y%m%d%H%M%S%z")
+
+
+def act_time(header: Header) -> str:
+    """When the documented act took place: the act date (day precision) of a historical document, else now."""
+    day = header.act_day
+    return day.strftime("%Y%m%d") if day is not None else hl7_time(header.created)
 
 
 def hl7_birth_date(birth_date: str) -> str:

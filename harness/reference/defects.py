@@ -1,4 +1,4 @@
-"""The catalogue of switchable defects: one way each of breaking one INS or CI-SIS document rule.
+"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS document or DMP rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -34,6 +34,21 @@ DEFECTS: dict[str, str] = {
     "cda-wrong-template-version": "the VSM templateId has version 2021.01; an N1 document lacks the XDS-SD templateId.",
     "import-drops-stylesheet": "an imported CDA is stored without the producer's stylesheet (CDA/INT.15).",
     "documents-unsorted": "the document list ignores the sort asked for and keeps the storage order (CDA/INT.04).",
+    "dmp-wrong-format-code": "an N1 document is sent with formatCode urn:ihe:iti:xds-sd:text:2008, not the PDF one.",
+    "dmp-no-masking-code": "the visibility settings are not put in the entry's confidentialityCode (N alone).",
+    "dmp-feeds-despite-opposition": "the DMP is fed although the patient opposed the feed.",
+    "dmp-requests-authorisation": "a TD0.3 (add authorisation) is sent before each feed or deletion.",
+    "dmp-historical-sending-date": (
+        "a historical document carries the day it is made and sent, not its act date, in the CDA serviceEvent "
+        "(and so in serviceStartTime/serviceStopTime)."
+    ),
+    "dmp-patient-id-wrong-oid": "the patient's CX (patientId, VIHF resource-id) has the NIR OID 1.2.250.1.213.1.4.2.",
+    "dmp-unsigned-vihf": "the VIHF assertion is sent without its XML signature.",
+    "dmp-expired-vihf": "the VIHF assertion's NotOnOrAfter is an hour in the past.",
+    "dmp-feeds-unqualified": "a non-qualified identity is fed too, identified by its IPP (PI) instead of an INS.",
+    "dmp-delete-local-only": "a deletion is recorded locally and reported done, but never reaches the DMP.",
+    "dmp-replace-without-rplc": "a replacement is sent as a new document, with no RPLC association.",
+    "dmp-no-auto-feed": "validating a document does not feed the DMP.",
 }
 """Defect name → what it breaks."""
 

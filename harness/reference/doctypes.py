@@ -1,8 +1,9 @@
 """The document types Cabinet Témoin produces, and the practice facts its documents carry.
 
 Both live in ``data/documents.toml`` (data, not code): the practice's identifiers and
-address, the author, and one entry per type code with its displayName, title and the
-structure (``N1`` or ``N3``) the practice produces it in.
+address, the author, one entry per type code with its displayName, title, the
+structure (``N1`` or ``N3``) the practice produces it in and the XDS class and format
+codes it is shared with, and the codes the practice's DMP feed adds (``[dmp]``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class Author:
     suffix: str
     specialty_code: str
     specialty_display: str
+    profession_code: str = ""
+    """TRE_G15 profession (``10`` médecin): the VIHF role and the XDS authorRole."""
+    profession_display: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +71,27 @@ class DocumentType:
     aliases: tuple[str, ...] = ()
     profile: str = ""
     """The ANS profile the practice must claim to produce it ("" for any)."""
+    class_code: str = ""
+    """XDS classCode (JDV_J57 ClassCode-DMP, TRE_A03) of the type."""
+    class_display: str = ""
+    format_code: str = ""
+    """XDS formatCode of a structured type ("" for N1: the DMP profile's XDS-SD PDF code)."""
+    format_code_system: str = ""
 
     def answers(self, type_code: str, structure: str) -> bool:
         return structure == self.structure and type_code in (self.code, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class DmpCodes:
+    """The codes the practice's DMP feed uses beyond those of the CDA (``[dmp]``)."""
+
+    n1_format_code: str
+    n1_format_code_system: str
+    class_code_system: str
+    content_type_code: str
+    content_type_code_system: str
+    content_type_display: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +101,7 @@ class DocumentCatalog:
     practice: Practice
     author: Author
     types: tuple[DocumentType, ...]
+    dmp: DmpCodes
 
     def find(self, type_code: str, structure: str) -> DocumentType | None:
         """The entry producing ``type_code`` in ``structure``, if the practice has one."""
@@ -98,7 +121,11 @@ def load_catalog(path: Path = DATA) -> DocumentCatalog:
             body=tuple(t.get("body", ())),
             aliases=tuple(t.get("aliases", ())),
             profile=t.get("profile", ""),
+            class_code=t.get("class_code", ""),
+            class_display=t.get("class_display", ""),
+            format_code=t.get("format_code", ""),
+            format_code_system=t.get("format_code_system", ""),
         )
         for t in data["type"]
     )
-    return DocumentCatalog(Practice(**data["practice"]), Author(**data["author"]), types)
+    return DocumentCatalog(Practice(**data["practice"]), Author(**data["author"]), types, DmpCodes(**data["dmp"]))

@@ -6,6 +6,8 @@ PDF in ``nonXMLBody``) for the types of ``data/documents.toml``, or the structur
 under the "Médecin traitant" profile. The standalone PDF is returned beside the CDA, as
 a practice sends both. Imported documents are kept with the producer's stylesheet
 (CDA/INT.15); a patient's documents list by creation date or by type code (CDA/INT.04).
+A document may be about an act of an earlier day (``act_date``, a historical document), and
+a produced document can get a new version replacing it (same setId, for a DMP replacement).
 The document defects of :mod:`harness.reference.defects` not in the CDA or PDF builders
 are switched here.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,7 +30,7 @@ from harness.reference.doctypes import DocumentCatalog, DocumentType, load_catal
 from harness.reference.identity import Conflict, IdentityService
 from harness.reference.model import InvalidInput, Patient, normalise_name
 from harness.reference.pdfa import PrintedDocument, build_pdf
-from harness.reference.store import DuplicateDocument
+from harness.reference.store import DuplicateDocument, UnknownDocument
 from harness.reference.vsm import vsm_document
 
 SORTS = ("creation-date", "type-code")
@@ -85,24 +87,73 @@ class DocumentService:
     # -- production -------------------------------------------------------------------------------
     def produce(self, patient_id: str, body: Any) -> Produced:
         """Produce, store and return the document a ``POST /patients/{id}/documents`` body asks for."""
-        type_code, structure = _production_request(body)
+        type_code, structure, act_date = _production_request(body)
         patient = self.identities.get(patient_id)
         kind = self.catalog.find(type_code, structure)
         if kind is None or (kind.profile and kind.profile not in self.identities.profiles):
             raise InvalidInput(f"{SOFTWARE} does not produce type code {type_code!r} in structure {structure}")
-        created = self.identities.clock.now().astimezone(local_zone()).replace(microsecond=0)
+        created = self._now()
+        if act_date is not None and act_date > created.date():
+            raise InvalidInput(f"'act_date' {act_date.isoformat()} is after the production date")
+        return self._make(patient, kind, created, act_date, set_id=new_oid(), version=1, replaces="")
+
+    def new_version(self, patient_id: str, document_id: str) -> Produced:
+        """A new version of a produced document (same setId, next versionNumber, RPLC to it), stored too."""
+        patient = self.identities.get(patient_id)
+        record = self.produced_record(patient_id, document_id)
+        kind = self.catalog.find(str(record["kind"]), str(record["structure"]))
+        if kind is None:
+            raise Conflict(f"document {document_id!r} is of a type the practice no longer produces")
+        act_date = date.fromisoformat(record["act_date"]) if record.get("act_date") else None
+        return self._make(
+            patient,
+            kind,
+            self._now(),
+            act_date,
+            set_id=str(record["set_id"]),
+            version=int(record["version"]) + 1,
+            replaces=document_id,
+        )
+
+    def produced_record(self, patient_id: str, document_id: str) -> dict[str, Any]:
+        """What the store says of a document the practice produced for this patient; raises UnknownDocument/Conflict."""
+        self.identities.get(patient_id)
+        found = self.store.find_document(patient_id, document_id)
+        if found is None:
+            raise UnknownDocument(f"no document {document_id!r} for identity {patient_id!r}")
+        record = found[0]
+        if record.get("origin") != "produced" or not record.get("set_id"):
+            raise Conflict(f"document {document_id!r} was not produced by {SOFTWARE}: it is not its to share")
+        return record
+
+    def _now(self) -> datetime:
+        return self.identities.clock.now().astimezone(local_zone()).replace(microsecond=0)
+
+    def _make(
+        self,
+        patient: Patient,
+        kind: DocumentType,
+        created: datetime,
+        act_date: date | None,
+        set_id: str,
+        version: int,
+        replaces: str,
+    ) -> Produced:
         header = Header(
             document_id=new_oid(),
-            set_id=new_oid(),
+            set_id=set_id,
             type=kind,
             created=created,
             patient=patient,
             practice=self.catalog.practice,
             author=self.catalog.author,
             defects=self.identities.defects,
+            act_date=act_date,
+            version=version,
+            replaces=replaces,
         )
         pdf = build_pdf(self._printed(header), archival=not self.has("pdf-not-pdfa"))
-        root = n1_document(header, pdf) if structure == "N1" else vsm_document(header)
+        root = n1_document(header, pdf) if kind.structure == "N1" else vsm_document(header)
         cda = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
         written_code = _described(root)["type_code"]
         produced = Produced(header.document_id, written_code, cda, pdf, pdf_file_name(created, kind, patient))
@@ -112,6 +163,12 @@ class DocumentService:
             "creation_time": created.isoformat(),
             "origin": "produced",
             "pdf_file_name": produced.pdf_file_name,
+            "kind": kind.code,
+            "structure": kind.structure,
+            "set_id": set_id,
+            "version": version,
+            "act_date": act_date.isoformat() if act_date is not None else "",
+            "replaces": replaces,
         }
         self.store.add_document(patient.id, header.document_id, record, cda, None)
         return produced
@@ -224,7 +281,7 @@ def _french_date(birth_date: str) -> str:
     return f"{day}/{month}/{year}"
 
 
-def _production_request(body: Any) -> tuple[str, str]:
+def _production_request(body: Any) -> tuple[str, str, date | None]:
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     type_code, structure = body.get("type_code"), body.get("structure", "N1")
@@ -232,7 +289,19 @@ def _production_request(body: Any) -> tuple[str, str]:
         raise InvalidInput("'type_code' must be a non-empty string")
     if structure not in ("N1", "N3"):
         raise InvalidInput("'structure' must be 'N1' or 'N3'")
-    return type_code.strip(), str(structure)
+    return type_code.strip(), str(structure), _act_date(body.get("act_date"))
+
+
+def _act_date(value: Any) -> date | None:
+    """The optional ``act_date`` (``YYYY-MM-DD``) of a production request; raises InvalidInput."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise InvalidInput("'act_date' must be a YYYY-MM-DD date")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"'act_date' {value!r} is not a date") from None
 
 
 def _base64_field(body: dict[str, Any], name: str) -> bytes | None:

@@ -1,4 +1,4 @@
-"""What the harness configures in the practice: its clock and the INSi endpoint.
+"""What the harness configures in the practice: its clock and the INSi and DMP endpoints.
 
 Both survive a restart (they live in the settings table). PEM material is checked,
 then written to files under the database folder, because the TLS stack reads
@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from harness.reference.dmp_client import DmpEndpoint
 from harness.reference.insi import InsiEndpoint
 from harness.reference.model import InvalidInput
 from harness.reference.store import Store
@@ -67,43 +68,53 @@ def installation_id(store: Store) -> str:
 
 
 class EndpointSettings:
-    """The INSi endpoint the harness pointed the practice at."""
+    """The INSi and DMP endpoints the harness pointed the practice at (an endpoint absent from a body is kept)."""
 
     def __init__(self, store: Store, folder: Path) -> None:
         self._store = store
         self._folder = folder
 
     def apply(self, body: Any) -> None:
-        """Check and store a ``PUT /config/endpoints`` body; raises InvalidInput."""
+        """Check and store a ``PUT /config/endpoints`` body; raises InvalidInput (and then stores nothing)."""
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object")
-        insi = body.get("insi")
-        if insi is None:
-            return
-        if not isinstance(insi, dict):
-            raise InvalidInput("'insi' must be an object")
-        url = insi.get("url")
+        checked = {name: self._checked(name, body[name]) for name in ("insi", "dmp") if body.get(name) is not None}
+        for name, (url, pems) in checked.items():
+            self._write(name, url, pems)
+
+    def _checked(self, name: str, section: Any) -> tuple[str, dict[str, str]]:
+        if not isinstance(section, dict):
+            raise InvalidInput(f"'{name}' must be an object")
+        url = section.get("url")
         if not isinstance(url, str) or not url.startswith("https://"):
-            raise InvalidInput("'insi.url' must be an https URL")
-        pems = {name: _pem_field(insi, name) for name in _PEM_FIELDS}
-        if not pems["ca_pem"]:
-            raise InvalidInput("'insi.ca_pem' is required")
-        _check_certificates("ca_pem", pems["ca_pem"])
-        for cert_name, key_name in (("client_cert_pem", "client_key_pem"), ("cps_cert_pem", "cps_key_pem")):
+            raise InvalidInput(f"'{name}.url' must be an https URL")
+        fields = _PEM_FIELDS if name == "insi" else _DMP_PEM_FIELDS
+        pems = {field: _pem_field(section, name, field) for field in fields}
+        required = ("ca_pem",) if name == "insi" else _DMP_PEM_FIELDS
+        for field in required:
+            if not pems[field]:
+                raise InvalidInput(f"'{name}.{field}' is required")
+        _check_certificates(f"{name}.ca_pem", pems["ca_pem"])
+        for cert_name, key_name in _PAIRS:
+            if cert_name not in pems:
+                continue
             if bool(pems[cert_name]) != bool(pems[key_name]):
-                raise InvalidInput(f"'insi.{cert_name}' and 'insi.{key_name}' go together")
+                raise InvalidInput(f"'{name}.{cert_name}' and '{name}.{key_name}' go together")
             if pems[cert_name]:
-                _check_certificates(cert_name, pems[cert_name])
-                _check_key(key_name, pems[key_name])
+                _check_certificates(f"{name}.{cert_name}", pems[cert_name])
+                _check_key(f"{name}.{key_name}", pems[key_name])
+        return url, pems
+
+    def _write(self, name: str, url: str, pems: dict[str, str]) -> None:
         pki = self._folder / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {}
-        for name, text in pems.items():
+        for field, text in pems.items():
             if text:
-                path = pki / f"insi-{name.removesuffix('_pem').replace('_', '-')}.pem"
+                path = pki / f"{name}-{field.removesuffix('_pem').replace('_', '-')}.pem"
                 _write_private(path, text)
-                files[name] = str(path)
-        self._store.set_setting("insi", json.dumps({"url": url, "files": files}))
+                files[field] = str(path)
+        self._store.set_setting(name, json.dumps({"url": url, "files": files}))
 
     def insi(self) -> InsiEndpoint | None:
         """The configured INSi endpoint, or None."""
@@ -125,16 +136,33 @@ class EndpointSettings:
             cps_key_file=path("cps_key_pem"),
         )
 
+    def dmp(self) -> DmpEndpoint | None:
+        """The configured DMP endpoint, or None."""
+        raw = self._store.get_setting("dmp")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        files: dict[str, str] = data["files"]
+        return DmpEndpoint(
+            url=data["url"],
+            ca_file=Path(files["ca_pem"]),
+            client_cert_file=Path(files["client_cert_pem"]),
+            client_key_file=Path(files["client_key_pem"]),
+        )
+
 
 _PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem", "cps_cert_pem", "cps_key_pem")
+_DMP_PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem")
+"""The DMP needs them all: the organisation certificate is the TLS identity and the VIHF signing key."""
+_PAIRS = (("client_cert_pem", "client_key_pem"), ("cps_cert_pem", "cps_key_pem"))
 
 
-def _pem_field(insi: dict[str, Any], name: str) -> str:
-    value = insi.get(name)
+def _pem_field(section: dict[str, Any], section_name: str, name: str) -> str:
+    value = section.get(name)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidInput(f"'insi.{name}' must be a PEM string")
+        raise InvalidInput(f"'{section_name}.{name}' must be a PEM string")
     return value.strip()
 
 
@@ -142,14 +170,14 @@ def _check_certificates(name: str, text: str) -> None:
     try:
         x509.load_pem_x509_certificates(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
-        raise InvalidInput(f"'insi.{name}' holds no readable PEM certificate") from None
+        raise InvalidInput(f"'{name}' holds no readable PEM certificate") from None
 
 
 def _check_key(name: str, text: str) -> None:
     try:
         load_pem_private_key(text.encode("ascii"), password=None)
     except (ValueError, TypeError, UnicodeEncodeError):
-        raise InvalidInput(f"'insi.{name}' holds no readable, unencrypted PEM private key") from None
+        raise InvalidInput(f"'{name}' holds no readable, unencrypted PEM private key") from None
 
 
 def _write_private(path: Path, text: str) -> None:

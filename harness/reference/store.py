@@ -1,4 +1,4 @@
-"""The practice's SQLite database: identities, INS history, call log, work list, documents, settings.
+"""The practice's SQLite database: identities, INS history, call log, work list, documents, DMP, settings.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
 afterwards and a restarted process finds its configuration again. One connection,
@@ -52,12 +52,22 @@ CREATE TABLE IF NOT EXISTS documents (
     stylesheet BLOB
 );
 CREATE INDEX IF NOT EXISTS documents_patient ON documents(patient_id);
+CREATE TABLE IF NOT EXISTS dmp_documents (
+    set_id TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dmp_consent (patient_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
 class DuplicateDocument(ValueError):
     """A document with this id is already stored."""
+
+
+class UnknownDocument(LookupError):
+    """No document with this id for this patient (the API answers 404)."""
 
 
 class Store:
@@ -214,12 +224,47 @@ class Store:
             found = row.fetchone()
         return None if found is None else (bytes(found[0]), None if found[1] is None else bytes(found[1]))
 
+    def find_document(self, patient_id: str, document_id: str) -> tuple[dict[str, Any], bytes] | None:
+        """What describes one of the patient's documents, and its CDA; None if the patient has no such document."""
+        with self._lock:
+            query = "SELECT data, cda FROM documents WHERE patient_id = ? AND document_id = ?"
+            row = self._db.execute(query, (patient_id, document_id)).fetchone()
+        if row is None:
+            return None
+        return {"document_id": document_id, **json.loads(row[0])}, bytes(row[1])
+
+    # -- DMP -----------------------------------------------------------------------------
+    def dmp_document(self, set_id: str) -> dict[str, Any] | None:
+        """The DMP state of a document (all its versions share the setId): validation, visibility, entries sent."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM dmp_documents WHERE set_id = ?", (set_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def save_dmp_document(self, set_id: str, patient_id: str, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO dmp_documents(set_id, patient_id, data) VALUES (?, ?, ?)",
+                (set_id, patient_id, json.dumps(state, ensure_ascii=False)),
+            )
+
+    def dmp_consent(self, patient_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM dmp_consent WHERE patient_id = ?", (patient_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def save_dmp_consent(self, patient_id: str, consent: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO dmp_consent(patient_id, data) VALUES (?, ?)",
+                (patient_id, json.dumps(consent, ensure_ascii=False)),
+            )
+
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
-        """Forget identities, INS history, call log, work list and documents; keep settings (endpoints, clock)."""
+        """Forget identities, INS history, call log, work list, documents and DMP state; keep settings."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in ("patients", "ins_history", "traces", "worklist", "documents"):
+            for table in ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.sut.model import (
     Capability,
+    DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
@@ -109,11 +110,16 @@ class SutAdapter:
         raise NotSupported("the SUT's call log is not exposed")
 
     # -- documents -------------------------------------------------------------
-    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
+    def produce_document(
+        self, patient_id: str, type_code: str, structure: str = "N1", act_date: str | None = None
+    ) -> ProducedDocument:
         """The document of LOINC type ``type_code`` the SUT produces for the patient.
 
         ``structure`` is ``N1`` (CDA R2 structuration minimale: the PDF in ``nonXMLBody``)
-        or ``N3`` (structured body, e.g. the volet de synthèse médicale).
+        or ``N3`` (structured body, e.g. the volet de synthèse médicale). ``act_date``
+        (``YYYY-MM-DD``) makes it a document about an act of that day (a historical
+        document): the CDA ``serviceEvent`` carries that date, ``effectiveTime`` stays
+        the production time.
         """
         raise NotSupported("document production is not offered")
 
@@ -124,3 +130,27 @@ class SutAdapter:
     def list_documents(self, patient_id: str, sort: str = "creation-date") -> list[StoredDocument]:
         """The patient's documents, sorted by ``creation-date`` (newest first) or ``type-code``."""
         raise NotSupported("document listing is not offered")
+
+    # -- DMP -------------------------------------------------------------------------------
+    def set_document_visibility(
+        self,
+        patient_id: str,
+        document_id: str,
+        masked_to_ps: bool,
+        invisible_to_patient: bool,
+        invisible_to_legal_representatives: bool,
+    ) -> None:
+        """Set who may see the document in the DMP; applies to its next feed."""
+        raise NotSupported("DMP operations are not offered")
+
+    def validate_document(self, patient_id: str, document_id: str) -> DmpOutcome:
+        """The professional validates the document; a conforming SUT then feeds the DMP by itself."""
+        raise NotSupported("DMP operations are not offered")
+
+    def dmp_action(self, patient_id: str, document_id: str, action: str) -> DmpOutcome:
+        """``send`` the document to the DMP, ``replace`` the entry sent before, or ``delete`` it."""
+        raise NotSupported("DMP operations are not offered")
+
+    def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
+        """Record the patient's opposition (or not) to the feed and to the consultation of their DMP."""
+        raise NotSupported("DMP operations are not offered")

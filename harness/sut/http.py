@@ -13,12 +13,14 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
 from harness.sut.base import SutAdapter, SutError, SutRefused
 from harness.sut.model import (
     Capability,
+    DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
@@ -194,9 +196,13 @@ class HttpSut(SutAdapter):
         except (AttributeError, TypeError, ValueError) as exc:
             raise SutError(f"GET /traces: malformed answer ({exc})") from None
 
-    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
+    def produce_document(
+        self, patient_id: str, type_code: str, structure: str = "N1", act_date: str | None = None
+    ) -> ProducedDocument:
         self.require(Capability.DOCUMENTS)
         body = {"type_code": type_code, "structure": structure}
+        if act_date is not None:
+            body["act_date"] = act_date
         data = self._call("POST", f"/patients/{patient_id}/documents", body)
         return _produced(data, "POST /patients/{id}/documents")
 
@@ -213,6 +219,49 @@ class HttpSut(SutAdapter):
         data = self._call("GET", f"/patients/{patient_id}/documents", params={"sort": sort})
         where = "GET /patients/{id}/documents"
         return [_stored(d, where) for d in _items(data, where)]
+
+    def set_document_visibility(
+        self,
+        patient_id: str,
+        document_id: str,
+        masked_to_ps: bool,
+        invisible_to_patient: bool,
+        invisible_to_legal_representatives: bool,
+    ) -> None:
+        self.require(Capability.DMP)
+        body = {
+            "masked_to_ps": masked_to_ps,
+            "invisible_to_patient": invisible_to_patient,
+            "invisible_to_legal_representatives": invisible_to_legal_representatives,
+        }
+        self._call("PUT", f"/patients/{patient_id}/documents/{_segment(document_id)}/visibility", body)
+
+    def validate_document(self, patient_id: str, document_id: str) -> DmpOutcome:
+        self.require(Capability.DMP)
+        data = self._call("POST", f"/patients/{patient_id}/documents/{_segment(document_id)}/validate")
+        return _dmp_outcome(data, "POST /patients/{id}/documents/{document_id}/validate")
+
+    def dmp_action(self, patient_id: str, document_id: str, action: str) -> DmpOutcome:
+        self.require(Capability.DMP)
+        data = self._call("POST", f"/patients/{patient_id}/documents/{_segment(document_id)}/dmp", {"action": action})
+        return _dmp_outcome(data, "POST /patients/{id}/documents/{document_id}/dmp")
+
+    def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
+        self.require(Capability.DMP)
+        body = {"feed_opposition": feed_opposition, "consultation_opposition": consultation_opposition}
+        self._call("PUT", f"/patients/{patient_id}/dmp-consent", body)
+
+
+def _segment(document_id: str) -> str:
+    """A document id as one path segment (``root^extension`` ids hold a caret)."""
+    return quote(document_id, safe="")
+
+
+def _dmp_outcome(data: Any, where: str) -> DmpOutcome:
+    try:
+        return DmpOutcome.from_json(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SutError(f"{where}: malformed answer ({exc})") from None
 
 
 def _produced(data: Any, where: str) -> ProducedDocument:

@@ -31,6 +31,8 @@ class Capability(enum.StrEnum):
     """Wipe the SUT's test data so each scenario starts clean."""
     DOCUMENTS = "documents"
     """Produce CI-SIS documents (CDA R2 and PDF/A) for a patient; import and list a patient's documents."""
+    DMP = "dmp"
+    """Feed the DMP (validate, send, replace, delete documents) and record the patient's DMP consent."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -189,10 +191,33 @@ class InsiEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class DmpEndpoint:
+    """Where and how the SUT must reach the DMP simulator.
+
+    The organisation certificate and key are both the TLS client identity and the key
+    that signs the VIHF assertion of every request.
+    """
+
+    url: str
+    ca_pem: str
+    client_cert_pem: str
+    client_key_pem: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "url": self.url,
+            "ca_pem": self.ca_pem,
+            "client_cert_pem": self.client_cert_pem,
+            "client_key_pem": self.client_key_pem,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointConfig:
-    """Everything the harness tells the SUT about the simulators it must use."""
+    """Everything the harness tells the SUT about the simulators it must use (an absent one is left as it is)."""
 
     insi: InsiEndpoint | None = None
+    dmp: DmpEndpoint | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -205,6 +230,8 @@ class EndpointConfig:
                 "cps_cert_pem": self.insi.cps_cert_pem,
                 "cps_key_pem": self.insi.cps_key_pem,
             }
+        if self.dmp is not None:
+            out["dmp"] = self.dmp.to_json()
         return out
 
 
@@ -294,6 +321,37 @@ class StoredDocument:
             has_stylesheet=has_stylesheet,
             stylesheet_sha256=str(data.get("stylesheet_sha256") or ""),
         )
+
+
+DMP_RESULTS = ("sent", "not-sent", "failed")
+"""What the SUT says became of a DMP operation: done, not attempted (with the reason), or refused by the DMP."""
+
+DMP_ACTIONS = ("send", "replace", "delete")
+"""The explicit DMP operations on a document: send it, replace the entry sent before, delete it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DmpOutcome:
+    """The SUT's answer to a validation or a DMP operation on a document."""
+
+    result: str
+    """``sent``, ``not-sent`` (the SUT did not try: opposition, identity not qualified...) or ``failed``."""
+    detail: str
+    """Why, in the SUT's words (the DMP's error code and context on ``failed``)."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, str]:
+        return {"dmp": self.result, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DmpOutcome:
+        result = _text(data, "dmp")
+        if result not in DMP_RESULTS:
+            raise ValueError(f"'dmp' must be one of {', '.join(DMP_RESULTS)}, not {result!r}")
+        detail = data.get("detail", "")
+        if not isinstance(detail, str):
+            raise TypeError("'detail' must be a string")
+        return cls(result=result, detail=detail, raw=data)
 
 
 def _text(data: dict[str, Any], name: str) -> str:

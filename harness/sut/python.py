@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from harness.sut.base import SutAdapter, SutError
 from harness.sut.model import (
+    DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
@@ -148,8 +149,12 @@ class PythonSut(SutAdapter):
     def traces(self) -> list[TraceEntry]:
         return _typed_list(self._delegate("traces"), TraceEntry, "traces")
 
-    def produce_document(self, patient_id: str, type_code: str, structure: str = "N1") -> ProducedDocument:
-        produced = self._delegate("produce_document", patient_id, type_code, structure)
+    def produce_document(
+        self, patient_id: str, type_code: str, structure: str = "N1", act_date: str | None = None
+    ) -> ProducedDocument:
+        # act_date only when asked, so an object written before it existed keeps working
+        extra = {} if act_date is None else {"act_date": act_date}
+        produced = self._delegate("produce_document", patient_id, type_code, structure, **extra)
         return _typed(produced, ProducedDocument, "produce_document")
 
     def import_document(self, patient_id: str, cda: bytes, stylesheet: bytes | None = None) -> StoredDocument:
@@ -158,6 +163,32 @@ class PythonSut(SutAdapter):
 
     def list_documents(self, patient_id: str, sort: str = "creation-date") -> list[StoredDocument]:
         return _typed_list(self._delegate("list_documents", patient_id, sort), StoredDocument, "list_documents")
+
+    def set_document_visibility(
+        self,
+        patient_id: str,
+        document_id: str,
+        masked_to_ps: bool,
+        invisible_to_patient: bool,
+        invisible_to_legal_representatives: bool,
+    ) -> None:
+        self._delegate(
+            "set_document_visibility",
+            patient_id,
+            document_id,
+            masked_to_ps,
+            invisible_to_patient,
+            invisible_to_legal_representatives,
+        )
+
+    def validate_document(self, patient_id: str, document_id: str) -> DmpOutcome:
+        return _typed(self._delegate("validate_document", patient_id, document_id), DmpOutcome, "validate_document")
+
+    def dmp_action(self, patient_id: str, document_id: str, action: str) -> DmpOutcome:
+        return _typed(self._delegate("dmp_action", patient_id, document_id, action), DmpOutcome, "dmp_action")
+
+    def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
+        self._delegate("set_dmp_consent", patient_id, feed_opposition, consultation_opposition)
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
