@@ -318,6 +318,7 @@ def catalog(
 def serve(
     duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
     port: Annotated[int, typer.Option(help="INSi port (0 = any free port)")] = 0,
+    dmp_port: Annotated[int, typer.Option(help="DMP port (0 = any free port)")] = 0,
     pki_dir: Annotated[Path, typer.Option(help="where the test PKI is written")] = Path("reports/serve-pki"),
     fault: Annotated[
         str | None,
@@ -334,6 +335,7 @@ def serve(
     from harness.evidence.journal import exchange_evidence
     from harness.evidence.layout import exchange_name
     from harness.pki import TestPki
+    from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import InsiSimulator
     from harness.simulators.insi.faults import FaultKind, InsiFault
 
@@ -349,6 +351,8 @@ def serve(
     simulator.start()
     if injected is not None:
         simulator.set_fault(injected)
+    dmp = DmpSimulator(pki=pki, port=dmp_port).start()
+    dmp.set_patient("279035121518989", "1.2.250.1.213.1.4.10")  # the ANS test patient, so a feed can succeed
     try:
         table = Table(title="Simulators (127.0.0.1)")
         table.add_column("service")
@@ -356,6 +360,12 @@ def serve(
         table.add_column("notes", overflow="fold")
         notes = f"WSDL: {simulator.wsdl_url}" + (f"; fault injected: {fault}" if fault else "")
         table.add_row("INSi", simulator.url, notes)
+        table.add_row(
+            "DMP",
+            dmp.url,
+            "SOAP 1.2 + MTOM (ITI-41/18/43/57, TD0.2/TD0.3); mutual TLS and VIHF signed with the organisation "
+            "certificate; patient known: INS 279035121518989 (1.2.250.1.213.1.4.10)",
+        )
         console.print(table)
         console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
         console.print(f"organisation certificate / key:    {pki.organisation.chain_path} / {pki.organisation.key_path}")
@@ -368,7 +378,8 @@ def serve(
         pass
     finally:
         simulator.stop()
-        exchanges = simulator.recorder.all()
+        dmp.stop()
+        exchanges = sorted(simulator.recorder.all() + dmp.recorder.all(), key=lambda e: e.started)
         console.print(f"{len(exchanges)} exchanges recorded")
         if save_exchanges is not None:
             save_exchanges.mkdir(parents=True, exist_ok=True)
