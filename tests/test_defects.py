@@ -186,13 +186,62 @@ def test_each_document_defect_is_caught_by_its_scenarios(defect: str, tmp_path: 
     _assert_caught(defect, expected, verdicts)
 
 
+DMP = REPO / "scenarios" / "test_dmp.py"
+NO_AUTHORISATION = "test_feeding_and_deleting_need_no_access_authorisation"
+VISIBILITY_CASES = [
+    "test_masking_and_visibility_travel_in_the_metadata[masked-to-professionals]",
+    "test_masking_and_visibility_travel_in_the_metadata[invisible-to-patient]",
+    "test_masking_and_visibility_travel_in_the_metadata[invisible-to-legal-reps]",
+]
+EARLIER = "test_an_earlier_document_is_sent_only_for_a_qualified_identity"
+REPLACE = "test_a_fed_document_can_be_replaced_then_deleted"
+MISTAKE = "test_a_document_sent_by_mistake_can_be_deleted_from_the_dmp"
+
+DMP_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "dmp-wrong-format-code": [
+        (NO_AUTHORISATION, "xds.format-code.n1"),
+        (f"{EARLIER}[qualified]", "xds.format-code.n1"),
+    ],
+    "dmp-no-masking-code": [(case, "dmp.visibility.codes") for case in VISIBILITY_CASES],
+    "dmp-feeds-despite-opposition": [("test_a_patient_opposition_blocks_the_feed", "dmp.opposition.fed")],
+    "dmp-requests-authorisation": [(NO_AUTHORISATION, "dmp.td03.requested")],
+    "dmp-historical-sending-date": [
+        ("test_a_historical_document_is_dated_with_the_act_date", "dmp.historical.service-start")
+    ],
+    "dmp-patient-id-wrong-oid": [(NO_AUTHORISATION, "xds.patient-id.oid")],
+    "dmp-unsigned-vihf": [(NO_AUTHORISATION, "dmp.vihf.signature")],
+    "dmp-expired-vihf": [(NO_AUTHORISATION, "dmp.vihf.expired")],
+    "dmp-feeds-unqualified": [(f"{EARLIER}[provisional]", "dmp.unqualified.fed")],
+    "dmp-delete-local-only": [(MISTAKE, "dmp.delete.none"), (REPLACE, "dmp.delete.none")],
+    "dmp-replace-without-rplc": [(REPLACE, "dmp.replace.rplc")],
+    "dmp-no-auto-feed": [(NO_AUTHORISATION, "dmp.feed.none")],
+}
+"""The same for the DMP scenarios."""
+
+
+def test_the_conforming_reference_system_passes_every_dmp_scenario(tmp_path: Path) -> None:
+    verdicts = run_insi_scenarios(tmp_path / "run", "reference", scenarios=DMP)
+    assert set(verdicts) >= {test for catches in DMP_CATCHES.values() for test, _ in catches}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
+
+@pytest.mark.parametrize("defect", sorted(DMP_CATCHES))
+def test_each_dmp_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> None:
+    expected = DMP_CATCHES[defect]
+    tests = sorted({t for t, _ in expected})
+    _assert_caught(defect, expected, run_insi_scenarios(tmp_path / "run", f"reference:{defect}", tests, scenarios=DMP))
+
+
 def test_every_defect_is_in_the_suite() -> None:
-    assert not set(CATCHES) & set(DOCUMENT_CATCHES)
-    assert set(CATCHES) | set(DOCUMENT_CATCHES) == set(DEFECTS)
+    suites = [set(CATCHES), set(DOCUMENT_CATCHES), set(DMP_CATCHES)]
+    assert sum(len(s) for s in suites) == len(set().union(*suites))
+    assert set().union(*suites) == set(DEFECTS)
 
 
 @pytest.mark.parametrize(
-    ("scenarios", "catches", "at_least"), [(SCENARIOS, CATCHES, 20), (DOCUMENTS, DOCUMENT_CATCHES, 9)]
+    ("scenarios", "catches", "at_least"),
+    [(SCENARIOS, CATCHES, 20), (DOCUMENTS, DOCUMENT_CATCHES, 9), (DMP, DMP_CATCHES, 10)],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(
     scenarios: Path, catches: dict[str, list[tuple[str, str]]], at_least: int

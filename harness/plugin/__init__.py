@@ -33,6 +33,8 @@ from harness.catalog import CatalogError
 from harness.plugin.evidence import ScenarioEvidence
 from harness.plugin.fixtures import (
     cda_validator,
+    dmp,
+    dmp_simulator,
     evidence,
     harness_sut,
     insi,
@@ -50,7 +52,18 @@ from harness.verdicts import (
     VerdictStatus,
 )
 
-__all__ = ["cda_validator", "evidence", "harness_sut", "insi", "insi_identities", "insi_simulator", "pki", "sut"]
+__all__ = [
+    "cda_validator",
+    "dmp",
+    "dmp_simulator",
+    "evidence",
+    "harness_sut",
+    "insi",
+    "insi_identities",
+    "insi_simulator",
+    "pki",
+    "sut",
+]
 
 
 @dataclass(frozen=True)

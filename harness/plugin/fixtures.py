@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # Imported lazily at run time: the plugin loads in every pytest run, and a run
     # that uses no simulator should not pay for (or depend on) starting one.
     from harness.pki import TestPki
+    from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import IdentityBase, InsiSimulator
     from harness.validators.cda import CdaValidator
 
@@ -74,6 +75,37 @@ def insi_endpoint_config(url: str, pki: TestPki) -> EndpointConfig:
             cps_key_pem=pki.cps.key_pem.decode("ascii"),
         )
     )
+
+
+@pytest.fixture(scope="session")
+def dmp_simulator(request: pytest.FixtureRequest, pki: TestPki, harness_sut: SutAdapter) -> Iterator[DmpSimulator]:
+    """The DMP simulator for the run (started on first use), with the SUT pointed at it."""
+    from harness.simulators.dmp import DmpSimulator
+    from harness.sut.model import DmpEndpoint
+
+    simulator = DmpSimulator(pki=pki)
+    simulator.start()
+    request.config.stash[SESSION_KEY].recorders["dmp"] = simulator.recorder
+    try:
+        endpoint = DmpEndpoint(
+            url=simulator.url,
+            ca_pem=pki.ca_bundle_pem.decode("ascii"),
+            client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
+            client_key_pem=pki.organisation.key_pem.decode("ascii"),
+        )
+        if Capability.DMP in harness_sut.describe().capabilities:
+            harness_sut.configure_endpoints(EndpointConfig(dmp=endpoint))
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def dmp(dmp_simulator: DmpSimulator, harness_sut: SutAdapter, evidence: ScenarioEvidence) -> DmpSimulator:
+    """The DMP simulator, reset (no fault, no patient, nothing stored) for this scenario."""
+    dmp_simulator.reset()
+    evidence.track("dmp", dmp_simulator.recorder)
+    return dmp_simulator
 
 
 @pytest.fixture
