@@ -3,14 +3,16 @@
 A conforming practice must survive the DMP being down, slow, answering a SOAP fault, or
 accepting a submission only partly (``PartialSuccess`` with a warning). A scenario sets one
 fault; it applies to every call it affects until cleared, or only to the next ``count``.
+The switch holding it is the one shared by the simulators (:mod:`harness.simulators.faults`).
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass, replace
 from typing import ClassVar
+
+from harness.simulators import faults
 
 
 class DmpFaultKind(enum.StrEnum):
@@ -88,39 +90,8 @@ def as_fault(fault: DmpFault | DmpFaultKind | str) -> DmpFault:
     }[kind]
 
 
-class FaultSwitch:
+class FaultSwitch(faults.FaultSwitch[DmpFault, DmpFaultKind]):
     """The fault currently set, shared by the server's threads; counts down affected calls."""
 
-    def __init__(self) -> None:
-        self._fault: DmpFault | None = None
-        self._remaining: int | None = None
-        self._lock = threading.Lock()
-
     def set(self, fault: DmpFault | DmpFaultKind | str) -> DmpFault:
-        fault = as_fault(fault)
-        with self._lock:
-            self._fault = fault
-            self._remaining = fault.count
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self._fault = None
-            self._remaining = None
-
-    def current(self) -> DmpFault | None:
-        with self._lock:
-            return self._fault
-
-    def take(self, *kinds: DmpFaultKind) -> DmpFault | None:
-        """The fault set now if it is one of ``kinds``, counting one affected call."""
-        with self._lock:
-            fault = self._fault
-            if fault is None or fault.kind not in kinds:
-                return None
-            if self._remaining is not None:
-                self._remaining -= 1
-                if self._remaining <= 0:
-                    self._fault = None
-                    self._remaining = None
-            return fault
+        return self._set(as_fault(fault))

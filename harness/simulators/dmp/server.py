@@ -1,9 +1,10 @@
 """The DMP simulator's HTTPS server: mutual TLS, bounded bodies, and the record of every exchange.
 
 The practice software reaches the simulator over a real TLS socket, as it would reach the
-DMP. Same design as the INSi simulator's server (one thread per connection, the TLS
+DMP. The socket machinery shared with the INSi simulator (one thread per connection, the TLS
 handshake done in that thread so a silent client blocks only itself, a timeout on every
-read and a deadline on every request), with what the DMP needs on top:
+read, connection tracking, records) lives in :mod:`harness.simulators.https`; this module
+sets it up for the DMP, puts a deadline on every request, and adds what the DMP needs:
 
 - **mutual TLS is required**: a client without a certificate chained to the test PKI is
   refused during the handshake, and that refusal is recorded (protocol ``tls``);
@@ -21,23 +22,18 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import socket
-import socketserver
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, cast
 
-from cryptography import x509
-
+from harness.simulators import https
 from harness.simulators.dmp.mtom import content_type_params
 from harness.simulators.dmp.service import HttpAnswer, HttpRequest, base_meta, internal_error
 from harness.simulators.dmp.soap import CONTENT_TYPE, FaultCode, fault_envelope
+from harness.simulators.https import RequestFailed as _RequestFailed
 from harness.simulators.recording import Exchange, ExchangeRecorder, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -68,19 +64,14 @@ class Limits:
 
 def server_ssl_context(cert_chain: Path, key: Path, ca_bundle: Path) -> ssl.SSLContext:
     """TLS 1.2+ server context **requiring** a client certificate chained to ``ca_bundle``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_chain), str(key))
-    context.load_verify_locations(cafile=str(ca_bundle))
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return https.server_ssl_context(cert_chain, key, ca_bundle, require_client_certificate=True, check_time=True)
 
 
 Handler = Callable[[HttpRequest], HttpAnswer]
 Published = Callable[[HttpAnswer, Exchange], None]
 
 
-class DmpServer:
+class DmpServer(https.HttpsServer[HttpAnswer]):
     """Serves a request handler on a TCP port, recording every exchange."""
 
     def __init__(
@@ -94,194 +85,34 @@ class DmpServer:
         on_recorded: Published | None = None,
     ) -> None:
         self.handle = handle
-        self.recorder = recorder
-        self.limits = limits
-        self.ssl_context = ssl_context
-        self.on_recorded = on_recorded
-        self.stopping = threading.Event()
-        self._tcp = _TcpServer((host, port), self)
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._tcp.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1}, name="dmp-simulator", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop accepting, cut open connections, wait briefly for the accept loop."""
-        self.stopping.set()
-        if self._thread is not None:
-            self._tcp.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._tcp.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    # -- one connection (its own thread) ---------------------------------------------------------
-    def serve_connection(self, raw: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve one accepted connection until it closes; never raises."""
-        raw.settimeout(self.limits.socket_timeout_s)
-        self._track(raw, True)
-        connection: socket.socket | None = raw
-        try:
-            connection = self._secure(raw, peer)
-            if connection is not None:
-                self._track(connection, True)
-                _Handler(connection, peer, self._tcp)
-        except OSError as exc:
-            LOG.debug("DMP simulator: connection from %s:%s ended: %s", peer[0], peer[1], exc)
-        except Exception:  # a broken client must never end as an unhandled thread error
-            LOG.exception("DMP simulator: connection from %s:%s failed", *peer[:2])
-        finally:
-            for sock in {raw, connection} - {None}:
-                assert sock is not None
-                self._track(sock, False)
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def _track(self, sock: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(sock)
-            else:
-                self._connections.discard(sock)
-
-    def _secure(self, raw: socket.socket, peer: tuple[str, int]) -> socket.socket | None:
-        if self.ssl_context is None:
-            return raw
-        started = utcnow()
-        try:
-            connection = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            self._track(connection, True)
-            connection.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            self.record_failure(started, peer, "tls", "TLS handshake", b"", "tls-handshake", f"TLS refusé: {exc}", {})
-            return None
-        return connection
-
-    # -- records ---------------------------------------------------------------------------------
-    def record(
-        self, started: datetime, peer: tuple[str, int], request: HttpRequest, answer: HttpAnswer, tls: dict[str, Any]
-    ) -> Exchange:
-        meta = dict(answer.meta)
-        meta["http"] = {
-            "method": request.method,
-            "target": request.target,
-            "status": answer.status,
-            "request_headers": dict(request.headers.items()),
-            "response_headers": {"Content-Type": answer.content_type, **dict(answer.headers)},
-        }
-        if answer.delay_s:
-            meta["delay_s"] = answer.delay_s
-        exchange = self.recorder.record(
-            Exchange(
-                simulator=SIMULATOR,
-                protocol=answer.protocol,
-                action=answer.action,
-                direction="inbound",
-                started=started,
-                ended=utcnow(),
-                request=request.body,
-                response=answer.body,
-                peer=f"{peer[0]}:{peer[1]}",
-                tls=tls,
-                meta=meta,
-            )
-        )
-        if self.on_recorded is not None:
-            self.on_recorded(answer, exchange)
-        return exchange
-
-    def record_failure(
-        self,
-        started: datetime,
-        peer: tuple[str, int],
-        protocol: str,
-        action: str,
-        request: bytes,
-        fault: str,
-        detail: str,
-        tls: dict[str, Any],
-        response: bytes = b"",
-    ) -> None:
-        meta = base_meta()
-        meta["fault"] = fault
-        meta["detail"] = detail
-        self.recorder.record(
-            Exchange(
-                simulator=SIMULATOR,
-                protocol=protocol,
-                action=action,
-                direction="inbound",
-                started=started,
-                ended=utcnow(),
-                request=request,
-                response=response,
-                peer=f"{peer[0]}:{peer[1]}",
-                tls=tls,
-                meta=meta,
-            )
+        self.limits: Limits
+        super().__init__(
+            recorder,
+            host,
+            port,
+            ssl_context,
+            limits,
+            simulator=SIMULATOR,
+            label="DMP simulator",
+            log=LOG,
+            handler=_Handler,
+            base_meta=base_meta,
+            tls_refused="TLS refusé: {exc}",
+            on_recorded=on_recorded,
         )
 
 
-class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], owner: DmpServer) -> None:
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        self.owner.serve_connection(cast(socket.socket, request), cast(tuple[str, int], client_address))
-
-
-class _RequestFailed(Exception):
-    """The request could not be read; ``status`` is the HTTP answer to give (0 = none, just close)."""
-
-    def __init__(self, status: int, fault: str, detail: str, partial: bytes = b"") -> None:
-        super().__init__(detail)
-        self.status = status
-        self.fault = fault
-        self.detail = detail
-        self.partial = partial
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(https.HttpsHandler):
     """HTTP/1.1 with keep-alive; reads each request under the server's limits and answers it."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "DMP-simulator"
-    sys_version = ""
-    server: _TcpServer
+    drain_piece = _PIECE
+    max_drain = MAX_DRAIN
+    owner: DmpServer
 
     def setup(self) -> None:
-        self.owner = self.server.owner
-        self.request.settimeout(self.owner.limits.socket_timeout_s)
         super().setup()
-        self.tls = _tls_facts(self.connection)
-        self._expect_continue = False
         self._deadline = 0.0
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        LOG.debug("DMP simulator %s: " + format, self.address_string(), *args)
 
     def handle_one_request(self) -> None:
         self._expect_continue = False
@@ -385,29 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         return bytes(body)
 
-    def handle_expect_100(self) -> bool:
-        """Answer ``100 Continue`` only for a body this server will accept."""
-        self._expect_continue = True
-        declared = self.headers.get("Content-Length", "0")
-        if declared.isdigit() and int(declared) > self.owner.limits.max_body:
-            return True  # no 100: the client must not send the body; _read_body answers 413
-        return super().handle_expect_100()
-
     # -- answers ---------------------------------------------------------------------------------
-    def _write(self, answer: HttpAnswer, close: bool = False) -> None:
-        if close:
-            self.close_connection = True
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        for name, value in answer.headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(answer.body)
-        self.wfile.flush()
-
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Plain-text errors for unreadable HTTP (the stock page is HTML), recorded as exchanges."""
         self.close_connection = True
@@ -441,33 +250,5 @@ class _Handler(BaseHTTPRequestHandler):
         if failure.status == 413 and not self._expect_continue:
             self._drain()
 
-    def _drain(self) -> None:
-        """Read and drop what the client is still sending, so it reads the refusal instead of a reset."""
-        deadline = time.monotonic() + min(3.0, self.owner.limits.socket_timeout_s)
-        drained = 0
-        with contextlib.suppress(OSError):
-            self.connection.settimeout(0.5)
-            while drained < MAX_DRAIN and time.monotonic() < deadline:
-                piece = self.connection.recv(_PIECE)
-                if not piece:
-                    break
-                drained += len(piece)
-
     def _record_partial(self, started: datetime, fault: str, detail: str, data: bytes) -> None:
         self.owner.record_failure(started, self.client_address, "http", "", data, fault, detail, dict(self.tls))
-
-
-def _tls_facts(connection: socket.socket) -> dict[str, Any]:
-    if not isinstance(connection, ssl.SSLSocket):
-        return {}
-    cipher = connection.cipher()
-    facts: dict[str, Any] = {
-        "version": connection.version(),
-        "cipher": cipher[0] if cipher else None,
-        "client_certificate": None,
-    }
-    der = connection.getpeercert(binary_form=True)
-    if der:
-        with contextlib.suppress(ValueError):
-            facts["client_certificate"] = x509.load_der_x509_certificate(der).subject.rfc4514_string()
-    return facts

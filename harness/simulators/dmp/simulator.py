@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TypeVar
 
 from harness.findings import Finding
@@ -24,6 +23,7 @@ from harness.simulators.dmp.server import DmpServer, Limits, body_limit, server_
 from harness.simulators.dmp.service import DmpService, HttpAnswer, Operation
 from harness.simulators.dmp.store import DmpStore, PatientState, StoredEntry
 from harness.simulators.dmp.vihf import VihfVerifier
+from harness.simulators.lifecycle import ServedSimulator
 from harness.simulators.recording import Exchange, ExchangeRecorder
 
 PATH = "/dmp"
@@ -36,6 +36,8 @@ T = TypeVar("T", bound=Transaction)
 
 class _Log:
     """One kind of transaction, in arrival order since the last reset; ``seq`` is the position in it (1-based)."""
+
+    name = "DMP"
 
     def __init__(self) -> None:
         self.items: list[Transaction] = []
@@ -54,7 +56,7 @@ class _Log:
         return self.items[max(0, mark) :]
 
 
-class DmpSimulator:
+class DmpSimulator(ServedSimulator):
     """A simulated DMP on loopback: SOAP 1.2 + MTOM over HTTPS with mutual TLS, VIHF verified.
 
     Example::
@@ -122,24 +124,6 @@ class DmpSimulator:
         server.start()
         return self
 
-    def stop(self) -> None:
-        """Stop serving and close open connections (safe to call twice)."""
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> DmpSimulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
     @property
     def url(self) -> str:
         """``https://127.0.0.1:PORT/dmp``.
@@ -147,10 +131,7 @@ class DmpSimulator:
         Raises:
             RuntimeError: the simulator is not started (the port is chosen when it binds).
         """
-        if self._server is None:
-            raise RuntimeError("the DMP simulator is not started: call start() first")
-        host, port = self._server.address
-        return f"https://{host}:{port}{PATH}"
+        return self.served_url("https", PATH)
 
     @property
     def repository_unique_id(self) -> str:

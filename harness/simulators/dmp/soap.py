@@ -9,69 +9,38 @@ with ``huge_tree`` (still without DTD or entities, and after the server bounded 
 Faults are SOAP 1.2 faults with an optional subcode (``wsse:InvalidSecurity``,
 ``wsse:FailedAuthentication``, ``wsa:ActionNotSupported``) and a ``Detail`` carrying the
 simulator's machine reason, so a client can show the reason and a scenario can assert it.
+The SOAP 1.2 pieces shared with the INSi simulator (namespaces, fault codes,
+:class:`Envelope`, the hardened parser) come from :mod:`harness.simulators.soap12`.
 """
 
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 
 from lxml import etree
 
-SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+from harness.simulators.soap12 import CONTENT_TYPE as CONTENT_TYPE
+from harness.simulators.soap12 import MAX_DEPTH as MAX_DEPTH
+from harness.simulators.soap12 import SOAP11 as SOAP11
+from harness.simulators.soap12 import SOAP12 as SOAP12
+from harness.simulators.soap12 import WSA as WSA
+from harness.simulators.soap12 import WSSE as WSSE
+from harness.simulators.soap12 import Envelope as Envelope
+from harness.simulators.soap12 import EnvelopeError as EnvelopeError
+from harness.simulators.soap12 import FaultCode as FaultCode
+from harness.simulators.soap12 import depth as _depth
+from harness.simulators.soap12 import elements as elements
+from harness.simulators.soap12 import parser as parser
+
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 SIM = "urn:segur-harness:dmp:simulator"
 """Namespace of the simulator's own fault detail (``sim:reason``)."""
 
-CONTENT_TYPE = "application/soap+xml; charset=utf-8"
 FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
-MAX_DEPTH = 64
 HUGE_TEXT = 9 * 1024 * 1024
 """Bodies above this may hold a text node over libxml2's default limit: parsed with ``huge_tree``."""
 UNDERSTOOD_HEADERS = frozenset({WSA, WSSE, WSU})
-
-
-class FaultCode(enum.StrEnum):
-    """SOAP 1.2 fault codes (``env:Code/env:Value``)."""
-
-    VERSION_MISMATCH = "VersionMismatch"
-    MUST_UNDERSTAND = "MustUnderstand"
-    SENDER = "Sender"
-    RECEIVER = "Receiver"
-
-    @property
-    def http_status(self) -> int:
-        """SOAP 1.2 HTTP binding: 400 for a Sender fault, 500 otherwise."""
-        return 400 if self is FaultCode.SENDER else 500
-
-
-class EnvelopeError(Exception):
-    """A request that cannot be served as SOAP, with the fault to answer."""
-
-    def __init__(self, code: FaultCode, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A parsed SOAP 1.2 request."""
-
-    root: etree._Element
-    header: etree._Element | None
-    payload: etree._Element | None
-    """The first element of ``env:Body`` (None when the body is empty)."""
-
-    def header_block(self, namespace: str, name: str) -> etree._Element | None:
-        if self.header is None:
-            return None
-        return self.header.find(f"{{{namespace}}}{name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +51,6 @@ class Addressing:
     message_id: str = ""
     to: str = ""
     reply_to: str = ""
-
-
-def parser(huge: bool = False) -> etree.XMLParser:
-    """A hardened parser; one per call (lxml parsers must not be shared between threads)."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=huge,
-        remove_pis=True,
-    )
 
 
 def parse_xml(data: bytes) -> etree._Element:
@@ -163,20 +120,6 @@ def addressing(envelope: Envelope) -> Addressing:
         return (block.text or "").strip()
 
     return Addressing(text("Action"), text("MessageID"), text("To"), text("ReplyTo"))
-
-
-def elements(parent: etree._Element) -> list[etree._Element]:
-    return [child for child in parent if isinstance(child.tag, str)]
-
-
-def _depth(root: etree._Element) -> int:
-    level = deepest = 0
-    for event, _ in etree.iterwalk(root, events=("start", "end")):
-        level += 1 if event == "start" else -1
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            break
-    return deepest
 
 
 # -- answers -------------------------------------------------------------------------------------

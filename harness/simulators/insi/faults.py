@@ -4,14 +4,16 @@ A conforming practice must survive INSi being down, slow, answering a SOAP fault
 garbage, and the test platform's habit of turning "not found" into a fault. A
 scenario sets one fault on the simulator; it applies to every operation call until
 cleared, or only to the next ``count`` calls it affects.
+The switch holding it is the one shared by the simulators (:mod:`harness.simulators.faults`).
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 from dataclasses import dataclass, replace
 from typing import ClassVar
+
+from harness.simulators import faults
 
 
 class FaultKind(enum.StrEnum):
@@ -100,41 +102,9 @@ _PRESETS = (
 )
 
 
-class FaultSwitch:
+class FaultSwitch(faults.FaultSwitch[InsiFault, FaultKind]):
     """The fault currently set, shared by the server's threads; counts down affected calls."""
-
-    def __init__(self) -> None:
-        self._fault: InsiFault | None = None
-        self._remaining: int | None = None
-        self._lock = threading.Lock()
 
     def set(self, fault: InsiFault | FaultKind) -> InsiFault:
         """Set ``fault`` (a bare kind gets its default parameters); returns what was set."""
-        fault = as_fault(fault)
-        with self._lock:
-            self._fault = fault
-            self._remaining = fault.count
-        return fault
-
-    def clear(self) -> None:
-        with self._lock:
-            self._fault = None
-            self._remaining = None
-
-    def current(self) -> InsiFault | None:
-        """The fault set now, without consuming it."""
-        with self._lock:
-            return self._fault
-
-    def take(self, *kinds: FaultKind) -> InsiFault | None:
-        """The fault set now if it is one of ``kinds``, counting one affected call."""
-        with self._lock:
-            fault = self._fault
-            if fault is None or fault.kind not in kinds:
-                return None
-            if self._remaining is not None:
-                self._remaining -= 1
-                if self._remaining <= 0:
-                    self._fault = None
-                    self._remaining = None
-            return fault
+        return self._set(as_fault(fault))

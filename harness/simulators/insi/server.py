@@ -1,10 +1,11 @@
 """The INSi simulator's HTTPS server: sockets, TLS, limits, and the record of every exchange.
 
 The system under test reaches the simulator over a real TLS socket, exactly as it
-would reach INSi. This module owns everything about that socket and nothing about
-INSi: one thread per connection, the TLS handshake done in that thread (so a client
-that connects and says nothing blocks only itself), a timeout on every read and a
-deadline on every request, a cap on the body size checked before reading it, and an
+would reach INSi. The socket machinery shared with the DMP simulator (thread per
+connection, handshake in that thread, connection tracking, records) lives in
+:mod:`harness.simulators.https`; this module sets it up for INSi and reads each
+request: a deadline on every request (checked between reads, so a trickling client is
+cut off), a cap on the body size checked before reading it, and an
 :class:`~harness.simulators.recording.Exchange` recorded for each request, including
 the ones that fail half-way (TLS refused, timeout, oversized body).
 
@@ -21,19 +22,15 @@ import contextlib
 import http.client
 import io
 import logging
-import socket
-import socketserver
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, cast
 
-from cryptography import x509
-
+from harness.simulators import https
+from harness.simulators.https import RequestFailed as _RequestFailed
 from harness.simulators.insi.service import (
     HttpAnswer,
     HttpRequest,
@@ -42,7 +39,7 @@ from harness.simulators.insi.service import (
     content_type_action,
     internal_error,
 )
-from harness.simulators.recording import Exchange, ExchangeRecorder, utcnow
+from harness.simulators.recording import ExchangeRecorder, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -51,8 +48,6 @@ MAX_BODY = 1024 * 1024
 """Largest request body served (1 MiB): INSi requests are a few KiB."""
 MAX_DRAIN = 16 * 1024 * 1024
 """After refusing an oversized body, up to this much is read and discarded so the client gets the answer."""
-_NO_CHECK_TIME = 0x200000
-"""OpenSSL ``X509_V_FLAG_NO_CHECK_TIME`` (not exposed by :class:`ssl.VerifyFlags`)."""
 _MAX_LINE = 65536
 _TAP_LIMIT = 64 * 1024
 
@@ -70,16 +65,10 @@ class Limits:
 
 def server_ssl_context(cert_chain: Path, key: Path, ca_bundle: Path) -> ssl.SSLContext:
     """TLS 1.2+ server context asking for an optional client certificate chained to ``ca_bundle``."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_chain), str(key))
-    context.load_verify_locations(cafile=str(ca_bundle))
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.verify_flags = ssl.VerifyFlags(context.verify_flags | _NO_CHECK_TIME)
-    return context
+    return https.server_ssl_context(cert_chain, key, ca_bundle, require_client_certificate=False, check_time=False)
 
 
-class InsiServer:
+class InsiServer(https.HttpsServer[HttpAnswer]):
     """Serves an :class:`InsiService` on a TCP port, recording every exchange."""
 
     def __init__(
@@ -92,187 +81,20 @@ class InsiServer:
         limits: Limits | None = None,
     ) -> None:
         self.service = service
-        self.recorder = recorder
-        self.ssl_context = ssl_context
-        self.limits = limits or Limits()
-        self.stopping = threading.Event()
-        self._tcp = _TcpServer((host, port), self)
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._tcp.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._tcp.serve_forever, kwargs={"poll_interval": 0.1}, name="insi-simulator", daemon=True
+        self.limits: Limits
+        super().__init__(
+            recorder,
+            host,
+            port,
+            ssl_context,
+            limits or Limits(),
+            simulator=SIMULATOR,
+            label="INSi simulator",
+            log=LOG,
+            handler=_Handler,
+            base_meta=base_meta,
+            tls_refused="TLS handshake refused or failed: {exc}",
         )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop accepting, cut open connections (a stuck client cannot keep the server alive), wait briefly."""
-        self.stopping.set()
-        if self._thread is not None:
-            self._tcp.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._tcp.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    # -- one connection (runs in its own thread) --------------------------------------------
-    def serve_connection(self, raw: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve one accepted connection until it closes; never raises."""
-        raw.settimeout(self.limits.socket_timeout_s)
-        self._track(raw)
-        connection: socket.socket | None = raw
-        try:
-            connection = self._secure(raw, peer)
-            if connection is not None:
-                self._track(connection)
-                _Handler(connection, peer, self._tcp)
-        except OSError as exc:
-            LOG.debug("INSi simulator: connection from %s:%s ended: %s", peer[0], peer[1], exc)
-        except Exception:  # a broken client must never end as an unhandled thread error
-            LOG.exception("INSi simulator: connection from %s:%s failed", *peer[:2])
-        finally:
-            for sock in {raw, connection} - {None}:
-                assert sock is not None
-                self._untrack(sock)
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def _track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connections.add(sock)
-
-    def _untrack(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._connections.discard(sock)
-
-    def _secure(self, raw: socket.socket, peer: tuple[str, int]) -> socket.socket | None:
-        """The TLS connection over ``raw`` (handshake done in this thread), or None when it failed."""
-        if self.ssl_context is None:
-            return raw
-        started = utcnow()
-        connection: ssl.SSLSocket | None = None
-        try:
-            connection = self.ssl_context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-            self._track(connection)
-            connection.do_handshake()
-        except (ssl.SSLError, OSError) as exc:
-            if connection is not None:
-                self._untrack(connection)
-                with contextlib.suppress(OSError):
-                    connection.close()
-            self._record_failure(
-                started,
-                peer,
-                protocol="tls",
-                action="TLS handshake",
-                request=b"",
-                fault="tls-handshake",
-                detail=f"TLS handshake refused or failed: {exc}",
-                tls={},
-            )
-            return None
-        return connection
-
-    def record(
-        self,
-        started: datetime,
-        peer: tuple[str, int],
-        request: HttpRequest | None,
-        answer: HttpAnswer,
-        tls: dict[str, Any],
-        extra_meta: dict[str, Any],
-    ) -> None:
-        meta = dict(answer.meta)
-        meta.update(extra_meta)
-        meta["http"] = {
-            "method": request.method if request else "",
-            "target": request.target if request else "",
-            "status": answer.status,
-            "request_headers": dict(request.headers.items()) if request else {},
-            "response_headers": {"Content-Type": answer.content_type, **dict(answer.headers)},
-        }
-        if answer.delay_s:
-            meta["delay_s"] = answer.delay_s
-        self.recorder.record(
-            Exchange(
-                simulator=SIMULATOR,
-                protocol=answer.protocol,
-                action=answer.action,
-                direction="inbound",
-                started=started,
-                ended=utcnow(),
-                request=request.body if request else b"",
-                response=answer.body,
-                peer=f"{peer[0]}:{peer[1]}",
-                tls=tls,
-                meta=meta,
-            )
-        )
-
-    def _record_failure(
-        self,
-        started: datetime,
-        peer: tuple[str, int],
-        *,
-        protocol: str,
-        action: str,
-        request: bytes,
-        fault: str,
-        detail: str,
-        tls: dict[str, Any],
-    ) -> None:
-        meta = base_meta()
-        meta["fault"] = fault
-        meta["detail"] = detail
-        self.recorder.record(
-            Exchange(
-                simulator=SIMULATOR,
-                protocol=protocol,
-                action=action,
-                direction="inbound",
-                started=started,
-                ended=utcnow(),
-                request=request,
-                response=b"",
-                peer=f"{peer[0]}:{peer[1]}",
-                tls=tls,
-                meta=meta,
-            )
-        )
-
-
-class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], owner: InsiServer) -> None:
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        self.owner.serve_connection(cast(socket.socket, request), cast(tuple[str, int], client_address))
-
-
-class _RequestFailed(Exception):
-    """The request could not be read; ``status`` is the HTTP answer to give (0 = none, just close)."""
-
-    def __init__(self, status: int, fault: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.fault = fault
-        self.detail = detail
 
 
 class _TapReader:
@@ -324,30 +146,18 @@ class _TapReader:
         self.inner.close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(https.HttpsHandler):
     """HTTP/1.1 with keep-alive; reads each request under the server's limits and answers it."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "INSi-simulator"
-    sys_version = ""
-    server: _TcpServer
+    max_drain = MAX_DRAIN
+    owner: InsiServer
 
     def setup(self) -> None:
-        self.owner = self.server.owner
-        self.request.settimeout(self.owner.limits.socket_timeout_s)
         super().setup()
         self.tap = _TapReader(cast(io.BufferedReader, self.rfile))
         self.rfile = cast(Any, self.tap)
-        self.tls = _tls_facts(self.connection)
         self._sent_error: tuple[int, str] | None = None
-        self._expect_continue = False
-
-    def finish(self) -> None:
-        with contextlib.suppress(OSError):  # the client may already be gone
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        LOG.debug("INSi simulator %s: " + format, self.address_string(), *args)
 
     # -- the request cycle -------------------------------------------------------------------
     def handle_one_request(self) -> None:
@@ -453,29 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
         return bytes(body)
 
-    def handle_expect_100(self) -> bool:
-        """Answer ``100 Continue`` only for a body this server will accept."""
-        self._expect_continue = True
-        declared = self.headers.get("Content-Length", "0")
-        if declared.isdigit() and int(declared) > self.owner.limits.max_body:
-            return True  # no 100: the client must not send the body; _read_body answers 413
-        return super().handle_expect_100()
-
     # -- answers -------------------------------------------------------------------------------
-    def _write(self, answer: HttpAnswer, close: bool = False) -> None:
-        if close:
-            self.close_connection = True
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        for name, value in answer.headers:
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(answer.body)
-        self.wfile.flush()
-
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Plain-text errors (the stock page is HTML); remembered so the exchange can be recorded."""
         self._sent_error = (code, message or "")
@@ -510,18 +298,6 @@ class _Handler(BaseHTTPRequestHandler):
         if failure.status == 413 and not self._expect_continue:
             self._drain()
 
-    def _drain(self) -> None:
-        """Read and drop what the client is still sending, so it can read the refusal instead of a reset."""
-        deadline = time.monotonic() + min(3.0, self.owner.limits.socket_timeout_s)
-        drained = 0
-        with contextlib.suppress(OSError):
-            self.connection.settimeout(0.5)
-            while drained < MAX_DRAIN and time.monotonic() < deadline:
-                piece = self.connection.recv(65536)
-                if not piece:
-                    break
-                drained += len(piece)
-
     def _record_sent_error(self, started: datetime, status: int, detail: str) -> None:
         meta = base_meta()
         meta["fault"] = f"http-{status}"
@@ -539,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _record_partial(self, fault: str, detail: str) -> None:
         if not self.tap.seen:
             return  # an idle keep-alive connection closing is not an exchange
-        self.owner._record_failure(
+        self.owner.record_failure(
             utcnow(),
             self.client_address,
             protocol="http",
@@ -555,19 +331,3 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(self.connection, ssl.SSLSocket):
             return self.connection.getpeercert(binary_form=True)
         return None
-
-
-def _tls_facts(connection: socket.socket) -> dict[str, Any]:
-    if not isinstance(connection, ssl.SSLSocket):
-        return {}
-    cipher = connection.cipher()
-    facts: dict[str, Any] = {
-        "version": connection.version(),
-        "cipher": cipher[0] if cipher else None,
-        "client_certificate": None,
-    }
-    der = connection.getpeercert(binary_form=True)
-    if der:
-        with contextlib.suppress(ValueError):
-            facts["client_certificate"] = x509.load_der_x509_certificate(der).subject.rfc4514_string()
-    return facts

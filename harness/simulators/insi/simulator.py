@@ -9,7 +9,6 @@ the SUT at :attr:`InsiSimulator.url`, lets it call, then reads
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from harness.pki import TestPki
@@ -19,12 +18,13 @@ from harness.simulators.insi.identities import IdentityBase
 from harness.simulators.insi.server import InsiServer, Limits, server_ssl_context
 from harness.simulators.insi.service import InsiService
 from harness.simulators.insi.soap import ACTION_CARD, ACTION_TRAITS, Operation
+from harness.simulators.lifecycle import ServedSimulator
 from harness.simulators.recording import ExchangeRecorder
 
 PATH = "/insi"
 
 
-class InsiSimulator:
+class InsiSimulator(ServedSimulator):
     """A simulated INSi téléservice on loopback (SOAP 1.2 over HTTPS with optional mutual TLS).
 
     Example::
@@ -36,6 +36,8 @@ class InsiSimulator:
             call = insi.recorder.since(mark)[0]
             assert call.meta["cr"] == "00"
     """
+
+    name = "INSi"
 
     def __init__(
         self,
@@ -77,24 +79,6 @@ class InsiSimulator:
         server.start()
         return self
 
-    def stop(self) -> None:
-        """Stop serving and close open connections (safe to call twice)."""
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> InsiSimulator:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
     # -- where it is -------------------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -103,10 +87,7 @@ class InsiSimulator:
         Raises:
             RuntimeError: the simulator is not started (the port is chosen when it binds).
         """
-        if self._server is None:
-            raise RuntimeError("the INSi simulator is not started: call start() first")
-        host, port = self._server.address
-        return f"{'https' if self.tls else 'http'}://{host}:{port}{PATH}"
+        return self.served_url("https" if self.tls else "http", PATH)
 
     @property
     def wsdl_url(self) -> str:

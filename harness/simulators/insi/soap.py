@@ -11,23 +11,32 @@ as zeep read them.
 Wire facts (namespaces, element names, codes) are those of ``shared/docs/protocols.md``
 §1; the ``code`` attribute of ``siram:Erreur`` and the WS-Addressing headers of the
 answer are the simulator's own choices (the real layout was not found publicly).
+The SOAP 1.2 pieces shared with the DMP simulator (namespaces, fault codes,
+:class:`Envelope`, the hardened parser) come from :mod:`harness.simulators.soap12`.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
 
 from lxml import etree
 
 from harness.simulators.insi.identities import FormerIns, InsiIdentity
+from harness.simulators.soap12 import CONTENT_TYPE as CONTENT_TYPE
+from harness.simulators.soap12 import MAX_DEPTH as MAX_DEPTH
+from harness.simulators.soap12 import SOAP11 as SOAP11
+from harness.simulators.soap12 import SOAP12 as SOAP12
+from harness.simulators.soap12 import WSA as WSA
+from harness.simulators.soap12 import WSSE as WSSE
+from harness.simulators.soap12 import Envelope as Envelope
+from harness.simulators.soap12 import EnvelopeError as EnvelopeError
+from harness.simulators.soap12 import FaultCode as FaultCode
+from harness.simulators.soap12 import depth as _depth
+from harness.simulators.soap12 import elements as _elements
+from harness.simulators.soap12 import parser
 from harness.validators.ins import normalise_trait
 
-SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-WSA = "http://www.w3.org/2005/08/addressing"
-WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 SAML2 = "urn:oasis:names:tc:SAML:2.0:assertion"
 CTXBAM = "urn:siram:bam:ctxbam"
 CTXLPS = "urn:siram:lps:ctxlps"
@@ -42,11 +51,6 @@ ACTION_TRAITS = ACTION_PREFIX + "rechercherInsAvecTraitsIdentite"
 ACTION_CARD = ACTION_PREFIX + "rechercherInsAvecCarteVitale"
 """WS-Addressing action (and SOAP action) of the search by Carte Vitale."""
 RESPONSE_SUFFIX = "Response"
-
-CONTENT_TYPE = "application/soap+xml; charset=utf-8"
-
-MAX_DEPTH = 64
-"""Deeper documents are refused: no INSi message comes near it."""
 
 
 class Operation(enum.StrEnum):
@@ -76,64 +80,7 @@ class Operation(enum.StrEnum):
         return None
 
 
-class FaultCode(enum.StrEnum):
-    """SOAP 1.2 fault codes (``env:Code/env:Value``)."""
-
-    VERSION_MISMATCH = "VersionMismatch"
-    MUST_UNDERSTAND = "MustUnderstand"
-    SENDER = "Sender"
-    RECEIVER = "Receiver"
-
-    @property
-    def http_status(self) -> int:
-        """SOAP 1.2 HTTP binding: 400 for a Sender fault, 500 otherwise."""
-        return 400 if self is FaultCode.SENDER else 500
-
-
-class EnvelopeError(Exception):
-    """A request that cannot be served, with the fault to answer.
-
-    Attributes:
-        code: the SOAP fault code.
-        reason: short machine name recorded in the exchange (``doctype``, ``not-xml``...).
-        message: the human text of the fault.
-    """
-
-    def __init__(self, code: FaultCode, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A parsed SOAP 1.2 request."""
-
-    root: etree._Element
-    header: etree._Element | None
-    payload: etree._Element | None
-    """The first element of ``env:Body`` (None when the body is empty)."""
-
-    def header_block(self, namespace: str, name: str) -> etree._Element | None:
-        if self.header is None:
-            return None
-        return self.header.find(f"{{{namespace}}}{name}")
-
-
 UNDERSTOOD_HEADERS = frozenset({WSA, WSSE, CTXBAM, CTXLPS})
-
-
-def _parser() -> etree.XMLParser:
-    # One parser per call: lxml parsers must not be shared between threads.
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=True,
-    )
 
 
 def parse_envelope(data: bytes) -> Envelope:
@@ -149,7 +96,7 @@ def parse_envelope(data: bytes) -> Envelope:
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise EnvelopeError(FaultCode.SENDER, "doctype", "DOCTYPE and entity declarations are not allowed")
     try:
-        root = etree.fromstring(data, _parser())
+        root = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
         raise EnvelopeError(FaultCode.SENDER, "not-xml", f"request is not well-formed XML: {exc}") from None
     if getattr(root.getroottree().docinfo, "doctype", ""):
@@ -179,20 +126,6 @@ def parse_envelope(data: bytes) -> Envelope:
                 )
     payload = next(iter(_elements(body)), None)
     return Envelope(root=root, header=header, payload=payload)
-
-
-def _elements(parent: etree._Element) -> list[etree._Element]:
-    return [child for child in parent if isinstance(child.tag, str)]
-
-
-def _depth(root: etree._Element) -> int:
-    level = deepest = 0
-    for event, _ in etree.iterwalk(root, events=("start", "end")):
-        level += 1 if event == "start" else -1
-        deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            break
-    return deepest
 
 
 def child_text(parent: etree._Element | None, *path: str) -> str:
