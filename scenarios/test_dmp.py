@@ -15,6 +15,8 @@ the recorded exchanges support it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -24,7 +26,7 @@ from harness.simulators.dmp import DmpSimulator
 from harness.simulators.dmp.records import Submission
 from harness.simulators.insi import IdentityBase
 from harness.sut.base import SutAdapter
-from harness.sut.model import PatientRecord, ProducedDocument
+from harness.sut.model import DmpOutcome, PatientRecord, ProducedDocument
 from harness.validators import xds
 from harness.validators.cda import CdaValidator
 from scenarios.insi_steps import identity_named, qualified_patient, traits_of
@@ -119,6 +121,24 @@ def _entry_summary(entry: object) -> dict[str, object]:
     }
 
 
+def _submitted(
+    evidence: ScenarioEvidence,
+    dmp: DmpSimulator,
+    validator: CdaValidator,
+    patient: PatientRecord,
+    act: Callable[[], DmpOutcome],
+    what: str,
+) -> Submission | None:
+    """Do ``act`` (a SUT operation that must feed the DMP), then wait for and judge the submission."""
+    before = len(dmp.submissions)
+    outcome = act()
+    evidence.note(f"{what}: the SUT reports {outcome.result} ({outcome.detail})")
+    submission = _expect_submission(evidence, dmp, before, what)
+    if submission is not None:
+        _judge(evidence, submission, patient, validator)
+    return submission
+
+
 def _feed(
     sut: SutAdapter,
     dmp: DmpSimulator,
@@ -128,13 +148,8 @@ def _feed(
 ) -> tuple[ProducedDocument, Submission | None]:
     """Produce a lettre de liaison and validate it: a conforming LGC feeds the DMP at once."""
     produced = _produce(sut, evidence, patient)
-    before = len(dmp.submissions)
-    outcome = sut.validate_document(patient.id, produced.document_id)
-    evidence.note(f"validation: the SUT reports {outcome.result} ({outcome.detail})")
-    submission = _expect_submission(evidence, dmp, before, "validating the document")
-    if submission is not None:
-        _judge(evidence, submission, patient, validator)
-    return produced, submission
+    validate = partial(sut.validate_document, patient.id, produced.document_id)
+    return produced, _submitted(evidence, dmp, validator, patient, validate, "validating the document")
 
 
 def _stored_uuid(submission: Submission | None) -> str:
@@ -212,14 +227,13 @@ def test_an_earlier_document_is_sent_only_for_a_qualified_identity(
         patient = sut.create_patient(traits_of(identity))
         dmp.set_patient(identity.matricule, identity.oid)
     produced = _produce(sut, evidence, patient)
-    before = len(dmp.submissions)
-    outcome = sut.dmp_action(patient.id, produced.document_id, "send")
-    evidence.note(f"{label} identity, explicit send: the SUT reports {outcome.result} ({outcome.detail})")
+    send = partial(sut.dmp_action, patient.id, produced.document_id, "send")
     if qualified:
-        submission = _expect_submission(evidence, dmp, before, "sending the selected document")
-        if submission is not None:
-            _judge(evidence, submission, patient, cda_validator)
+        _submitted(evidence, dmp, cda_validator, patient, send, "sending the selected document")
     else:
+        before = len(dmp.submissions)
+        outcome = send()
+        evidence.note(f"{label} identity, explicit send: the SUT reports {outcome.result} ({outcome.detail})")
         sent = dmp.wait_for_submission(before, timeout=SILENCE_S)
         evidence.expect(
             sent is None,
@@ -241,11 +255,9 @@ def test_a_historical_document_is_dated_with_the_act_date(
     act = "2019-05-14"
     patient = _patient_with_a_dmp(sut, insi_identities, dmp)
     produced = _produce(sut, evidence, patient, act_date=act)
-    before = len(dmp.submissions)
-    sut.dmp_action(patient.id, produced.document_id, "send")
-    submission = _expect_submission(evidence, dmp, before, "sending the historical document")
+    send = partial(sut.dmp_action, patient.id, produced.document_id, "send")
+    submission = _submitted(evidence, dmp, cda_validator, patient, send, "sending the historical document")
     if submission is not None:
-        _judge(evidence, submission, patient, cda_validator)
         day = act.replace("-", "")
         for entry in submission.entries:
             evidence.expect(
@@ -286,11 +298,9 @@ def test_masking_and_visibility_travel_in_the_metadata(
     produced = _produce(sut, evidence, patient)
     flags = {"masked_to_ps": False, "invisible_to_patient": False, "invisible_to_legal_representatives": False}
     sut.set_document_visibility(patient.id, produced.document_id, **{**flags, **setting})
-    before = len(dmp.submissions)
-    sut.validate_document(patient.id, produced.document_id)
-    submission = _expect_submission(evidence, dmp, before, "validating the document")
+    validate = partial(sut.validate_document, patient.id, produced.document_id)
+    submission = _submitted(evidence, dmp, cda_validator, patient, validate, "validating the document")
     if submission is not None:
-        _judge(evidence, submission, patient, cda_validator)
         for entry in submission.entries:
             carried = xds.masking_codes(entry.element) if entry.element is not None else set()
             evidence.expect(
@@ -315,11 +325,9 @@ def test_a_fed_document_can_be_replaced_then_deleted(
     produced, first = _feed(sut, dmp, evidence, cda_validator, patient)
     original = _stored_uuid(first)
     if original:
-        before = len(dmp.submissions)
-        sut.dmp_action(patient.id, produced.document_id, "replace")
-        second = _expect_submission(evidence, dmp, before, "replacing the document")
+        replace = partial(sut.dmp_action, patient.id, produced.document_id, "replace")
+        second = _submitted(evidence, dmp, cda_validator, patient, replace, "replacing the document")
         if second is not None:
-            _judge(evidence, second, patient, cda_validator)
             replaced = [a for a in second.associations if a.type == RPLC]
             evidence.expect(
                 any(a.target == original for a in replaced),
