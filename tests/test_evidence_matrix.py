@@ -214,3 +214,15 @@ def test_a_requirement_is_passed_only_when_no_proof_is_left_to_the_vendor() -> N
     assert by_key(build_rows(catalog, passed))[("INS/va1.63", "INS/va1.63.01")]["Statut harness"] == "passed"
     with_doc = [Verdict("t", "INS/va1.06.01", ["INS/va1.06"], "", VerdictStatus.PASSED)]
     assert by_key(build_rows(catalog, with_doc))[("INS/va1.06", "INS/va1.06.01")]["Statut harness"] == "manual"
+
+
+def test_the_run_facts_name_the_cda_rules_that_judged_the_documents() -> None:
+    from dataclasses import replace
+
+    from harness.evidence.journal import RunInfo
+    from harness.evidence.matrix import run_facts
+
+    judged = replace(run_info(), rules={"cda": "TestContenuCDA sha256:0123456789abcdef (harness-schematron 2)"})
+    assert RunInfo.from_dict(judged.to_dict()).rules == judged.rules
+    assert ("Règles CDA (TestContenuCDA)", judged.rules["cda"]) in run_facts(judged)
+    assert dict(run_facts(run_info()))["Règles CDA (TestContenuCDA)"].startswith("non configurées")

@@ -66,6 +66,8 @@ class RunInfo:
         host: hostname, platform, python (filled by :meth:`RunJournal.start` when empty).
         command: the command line that started the run.
         signer: who signed the manifest (set when the run is finalised).
+        rules: the external rule sets that judged the run's documents and their versions
+            (``{"cda": "TestContenuCDA sha256:… (harness-schematron 2)"}``); empty when none.
     """
 
     run_id: str
@@ -79,6 +81,7 @@ class RunInfo:
     command: list[str] = field(default_factory=list)
     ended: datetime | None = None
     signer: dict[str, Any] | None = None
+    rules: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -95,6 +98,8 @@ class RunInfo:
         }
         if self.signer is not None:
             data["signer"] = self.signer
+        if self.rules:
+            data["rules"] = dict(self.rules)
         return data
 
     @classmethod
@@ -111,6 +116,7 @@ class RunInfo:
             command=[str(c) for c in data.get("command") or []],
             ended=datetime.fromisoformat(data["ended"]) if data.get("ended") else None,
             signer=dict(data["signer"]) if isinstance(data.get("signer"), dict) else None,
+            rules={str(k): str(v) for k, v in dict(data.get("rules") or {}).items()},
         )
 
 

@@ -404,6 +404,7 @@ def run_facts(run: RunInfo | None) -> list[tuple[str, str]]:
         ("Fin", run.ended.isoformat() if run.ended else "inachevée"),
         ("Version du harness", run.harness_version),
         ("Version du catalogue", run.catalog_version),
+        ("Règles CDA (TestContenuCDA)", run.rules.get("cda", "") or "non configurées : règles du harness seules"),
     ]
 
 

@@ -48,6 +48,7 @@ class VerdictWriter:
                 started=harness.started,
                 host=harness.host_facts(),
                 command=list(harness.config.invocation_params.args),
+                rules=harness.rule_versions(),
             )
         )
         self._counts: Counter[str] = Counter()

@@ -141,6 +141,18 @@ class HarnessSession:
         return requirement.profile in self.selected_profiles()
 
     # -- run facts -----------------------------------------------------------------
+    def rule_versions(self) -> dict[str, str]:
+        """The external rules judging this run's documents, with their versions (for ``run.json``)."""
+        from harness.validators.cda import RulesError, RuleSet
+        from harness.validators.cda.engine import describe_rules
+
+        folder = self.config.getoption("segur_cda_rules", None)
+        try:
+            rules = RuleSet.open(folder) if folder else RuleSet.from_environment()
+        except RulesError:
+            return {}
+        return {"cda": describe_rules(rules)} if rules is not None else {}
+
     def host_facts(self) -> dict[str, str]:
         return {
             "hostname": socket.gethostname(),

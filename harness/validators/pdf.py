@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pikepdf
-import zxingcpp
 from PIL import Image, ImageOps
 from pypdf import PdfReader
 
@@ -43,7 +42,6 @@ MAX_OBJECTS = 500_000
 MAX_IMAGES = 200
 MAX_IMAGE_PIXELS = 25_000_000
 _SMALL_IMAGE = 400
-_DATAMATRIX = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix)
 """Images narrower than this (pixels) are also tried scaled up."""
 
 _HEADER = re.compile(rb"%PDF-([0-9])\.([0-9])")
@@ -465,7 +463,12 @@ def _quiet_and_large(image: Image.Image) -> Image.Image:
 
 
 def _read(image: Image.Image) -> list[str]:
-    return [b.text for b in zxingcpp.read_barcodes(image, formats=_DATAMATRIX) if b.valid]
+    # Imported here, not at module level: zxing-cpp's nanobind module aborts the process if it
+    # is initialised twice, which happens when pytest's in-process runs drop and re-import modules.
+    import zxingcpp
+
+    formats = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix)
+    return [b.text for b in zxingcpp.read_barcodes(image, formats=formats) if b.valid]
 
 
 def check_ins_datamatrix(data: bytes, matricule: str, oid: str) -> list[Finding]:

@@ -118,8 +118,7 @@ class SchematronEngine:
 
     @property
     def description(self) -> str:
-        compiler = "ANS ISO skeleton" if self.route == "ans-skeleton" else schematron.COMPILER_VERSION
-        return f"TestContenuCDA {self.rules.version} ({compiler})"
+        return describe_rules(self.rules, self.route)
 
     def compiled(self, path: Path) -> CompiledSchematron:
         """The compiled form of ``path``, compiling it on first use; SchematronError if it cannot be."""
@@ -219,6 +218,14 @@ class SchematronEngine:
             raise SchematronError(f"running {compiled.rule_file} produced no SVRL")
         svrl = output.encode("utf-8")
         return read_svrl(svrl, compiled)
+
+
+def describe_rules(rules: RuleSet, route: str = "auto") -> str:
+    """What reports say of the rules: ``TestContenuCDA <version> (<compiler>)``."""
+    if route == "auto":
+        route = "ans-skeleton" if rules.has_skeleton else "harness"
+    compiler = "ANS ISO skeleton" if route == "ans-skeleton" else schematron.COMPILER_VERSION
+    return f"TestContenuCDA {rules.version} ({compiler})"
 
 
 def _cache_key(route: str, inputs: list[Path]) -> str:
