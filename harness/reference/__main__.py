@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("the launching process is gone")
             break
     log.info("stopping")
+    # A second SIGTERM (a launcher that terminates, then terminates again while waiting) must not
+    # kill the process half-way through shutdown or interpreter exit: the launcher kills after its timeout.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     http.shutdown()
     mllp.stop()
     store.close()
