@@ -319,6 +319,10 @@ def serve(
     duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
     port: Annotated[int, typer.Option(help="INSi port (0 = any free port)")] = 0,
     dmp_port: Annotated[int, typer.Option(help="DMP port (0 = any free port)")] = 0,
+    annuaire_port: Annotated[int, typer.Option(help="Annuaire Santé port (0 = any free port)")] = 0,
+    annuaire_api_key: Annotated[
+        str, typer.Option(help="the ESANTE-API-KEY the Annuaire Santé simulator accepts")
+    ] = "test-api-key",
     pki_dir: Annotated[Path, typer.Option(help="where the test PKI is written")] = Path("reports/serve-pki"),
     fault: Annotated[
         str | None,
@@ -335,6 +339,7 @@ def serve(
     from harness.evidence.journal import exchange_evidence
     from harness.evidence.layout import exchange_name
     from harness.pki import TestPki
+    from harness.simulators.annuaire import AnnuaireSimulator
     from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import InsiSimulator
     from harness.simulators.insi.faults import FaultKind, InsiFault
@@ -353,6 +358,7 @@ def serve(
         simulator.set_fault(injected)
     dmp = DmpSimulator(pki=pki, port=dmp_port).start()
     dmp.set_patient("279035121518989", "1.2.250.1.213.1.4.10")  # the ANS test patient, so a feed can succeed
+    annuaire = AnnuaireSimulator(pki=pki, port=annuaire_port, api_key=annuaire_api_key).start()
     try:
         table = Table(title="Simulators (127.0.0.1)")
         table.add_column("service")
@@ -366,7 +372,15 @@ def serve(
             "SOAP 1.2 + MTOM (ITI-41/18/43/57, TD0.2/TD0.3); mutual TLS and VIHF signed with the organisation "
             "certificate; patient known: INS 279035121518989 (1.2.250.1.213.1.4.10)",
         )
+        counts = annuaire.directory.counts()
+        table.add_row(
+            "Annuaire Santé",
+            annuaire.url,
+            f"FHIR R4 JSON (Practitioner, PractitionerRole, Organization: {counts['Practitioner']}/"
+            f"{counts['PractitionerRole']}/{counts['Organization']} seeded); header ESANTE-API-KEY: {annuaire.api_key}",
+        )
         console.print(table)
+        console.print(f"Annuaire Santé base URL / API key: {annuaire.url} / ESANTE-API-KEY: {annuaire.api_key}")
         console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
         console.print(f"organisation certificate / key:    {pki.organisation.chain_path} / {pki.organisation.key_path}")
         console.print(f"CPS-like certificate / key:        {pki.cps.chain_path} / {pki.cps.key_path}")
@@ -379,7 +393,9 @@ def serve(
     finally:
         simulator.stop()
         dmp.stop()
-        exchanges = sorted(simulator.recorder.all() + dmp.recorder.all(), key=lambda e: e.started)
+        annuaire.stop()
+        recorded = simulator.recorder.all() + dmp.recorder.all() + annuaire.recorder.all()
+        exchanges = sorted(recorded, key=lambda e: e.started)
         console.print(f"{len(exchanges)} exchanges recorded")
         if save_exchanges is not None:
             save_exchanges.mkdir(parents=True, exist_ok=True)
