@@ -26,6 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
@@ -38,6 +39,17 @@ from harness.simulators.recording import Exchange, ExchangeRecorder, utcnow
 
 NO_CHECK_TIME = 0x200000
 """OpenSSL ``X509_V_FLAG_NO_CHECK_TIME`` (not exposed by :class:`ssl.VerifyFlags`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of a server answering small requests (INSi, the Annuaire): 10 s per read, 30 s per request, 1 MiB."""
+
+    socket_timeout_s: float = 10.0
+    """Longest wait for any single read or write on a connection."""
+    request_timeout_s: float = 30.0
+    """Longest time from waiting for a request to having read it whole (request line, headers, body)."""
+    max_body: int = 1024 * 1024
 
 
 class ServerLimits(Protocol):

@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import logging
 import ssl
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -32,17 +31,11 @@ from harness.simulators.recording import ExchangeRecorder, utcnow
 LOG = logging.getLogger(__name__)
 
 SIMULATOR = "annuaire"
-MAX_BODY = 1024 * 1024
 MAX_LINE = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Time and size limits of the server."""
-
-    socket_timeout_s: float = 10.0
-    request_timeout_s: float = 30.0
-    max_body: int = MAX_BODY
+Limits = https.Limits
+"""The shared small-request limits (10 s per read, 30 s per request, 1 MiB)."""
 
 
 def server_ssl_context(cert_chain: Path, key: Path, ca_bundle: Path) -> ssl.SSLContext:

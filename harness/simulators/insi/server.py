@@ -24,7 +24,6 @@ import io
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -44,23 +43,14 @@ from harness.simulators.recording import ExchangeRecorder, utcnow
 LOG = logging.getLogger(__name__)
 
 SIMULATOR = "insi"
-MAX_BODY = 1024 * 1024
-"""Largest request body served (1 MiB): INSi requests are a few KiB."""
 MAX_DRAIN = 16 * 1024 * 1024
 """After refusing an oversized body, up to this much is read and discarded so the client gets the answer."""
 _MAX_LINE = 65536
 _TAP_LIMIT = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Time and size limits of the server."""
-
-    socket_timeout_s: float = 10.0
-    """Longest wait for any single read or write on a connection."""
-    request_timeout_s: float = 30.0
-    """Longest time from waiting for a request to having read it whole (request line, headers, body)."""
-    max_body: int = MAX_BODY
+Limits = https.Limits
+"""The shared small-request limits (10 s per read, 30 s per request, 1 MiB)."""
 
 
 def server_ssl_context(cert_chain: Path, key: Path, ca_bundle: Path) -> ssl.SSLContext:
