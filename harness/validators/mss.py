@@ -34,7 +34,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from harness.findings import Finding, error, info, warning
 from harness.validators.cda.parsing import parse_cda
 from harness.validators.ins import InsOid
-from harness.validators.xdm import check_xdm
+from harness.validators.xdm import read_xdm
 
 SOURCE = "mss"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -241,7 +241,7 @@ def _check_envelope(message: Message, in_reply_to_expected: str | None) -> list[
 def _cdas(xdm: bytes) -> list[tuple[str, str | None, set[tuple[str, str]]]]:
     """(code, patient ids) of each CDA of the XDM: ``(path, code, {(extension, root)})``."""
     out = []
-    for path, content in check_xdm(xdm).documents.items():
+    for path, content in read_xdm(xdm).documents.items():
         if not path.lower().endswith(".xml") or path.upper().endswith("METADATA.XML"):
             continue
         parsed, _ = parse_cda(content)

@@ -86,6 +86,23 @@ def check_xdm(
     (warning), then every ``xds.*`` finding of ``check_submission`` and every ``pdf.*``
     finding of ``check_pdfa`` (part 1) for each PDF of a subset.
     """
+    report = read_xdm(data, max_bytes=max_bytes, max_members=max_members, max_uncompressed=max_uncompressed)
+    if not any(f.rule in ("xdm.zip.too-large", "xdm.zip.unreadable") for f in report.findings):
+        _check_layout(report, expected_ins)
+    return report
+
+
+def read_xdm(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_members: int = DEFAULT_MAX_MEMBERS,
+    max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
+) -> XdmReport:
+    """The members that read safely, and the zip-level findings only (no layout, metadata or PDF checks).
+
+    For callers that need the documents of an XDM (the MSSanté header checks) without judging it twice.
+    """
     report = XdmReport()
     if len(data) > max_bytes:
         report.findings.append(
@@ -101,7 +118,6 @@ def check_xdm(
         return report
     with archive:
         _read_members(archive, report, max_members, max_uncompressed)
-    _check_layout(report, expected_ins)
     return report
 
 
