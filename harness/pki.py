@@ -7,7 +7,9 @@ certificates to tell a conforming client from a misconfigured one, and the keys 
 never be committed, so they are made here at run time: a root, two intermediates
 (``ORG`` for organisations and servers, ``PP`` for professionals, as IGC-Santé
 separates them), and the leaf certificates the scenarios use, including deliberately
-bad ones (expired, self-signed).
+bad ones (expired, self-signed). The MSSanté operator's server certificates are RSA:
+every cipher suite the MSSanté référentiel allows (``ECDHE-RSA-…``, ``DHE-RSA-…``)
+authenticates the server with RSA, so an EC server could not serve a conforming client.
 
 Key choices: EC P-256 for the authorities and the server (fast), RSA 2048 for the
 leaf certificates that sign XML (the CPS and organisation certificates sign SAML
@@ -21,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
+from functools import partial
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -50,6 +53,9 @@ _BUNDLE_NAMES = (
     "cps",
     "expired-organisation",
     "rogue",
+    "mss-server",
+    "mss-expired-server",
+    "mss-rogue-server",
 )
 
 
@@ -100,6 +106,9 @@ class TestPki:
         cps: a professional's CPS certificate (clientAuth, digitalSignature).
         expired_organisation: like ``organisation`` but no longer valid.
         rogue: a self-signed certificate copying the organisation's subject, chained to nothing.
+        mss_server: the MSSanté operator's server certificate (RSA, ``ORG``: IGC-Santé "Elémentaire Organisation"-like).
+        mss_expired_server: the same operator's server certificate, expired.
+        mss_rogue_server: a self-signed server certificate for the same names, outside IGC-Santé.
         ca_bundle_path: root and both intermediates in one PEM file (what clients trust).
     """
 
@@ -114,6 +123,9 @@ class TestPki:
     cps: CertBundle
     expired_organisation: CertBundle
     rogue: CertBundle
+    mss_server: CertBundle
+    mss_expired_server: CertBundle
+    mss_rogue_server: CertBundle
     ca_bundle_path: Path
 
     @property
@@ -134,6 +146,9 @@ class TestPki:
                 self.cps,
                 self.expired_organisation,
                 self.rogue,
+                self.mss_server,
+                self.mss_expired_server,
+                self.mss_rogue_server,
             )
         }
 
@@ -218,6 +233,23 @@ class TestPki:
             _leaf_profile(rogue_key, ExtendedKeyUsageOID.CLIENT_AUTH),
         )
 
+        operator_name = _name(O="OPERATEUR MSSANTE (TEST)", OU=ORGANISATION_IDNAT, CN="localhost")
+        operator_profile = partial(_leaf_profile, purpose=ExtendedKeyUsageOID.SERVER_AUTH, server_names=True)
+        mss_key, mss_expired_key, mss_rogue_key = _rsa_key(), _rsa_key(), _rsa_key()
+        mss_server = _issue(operator_name, mss_key, org_ca_name, org_key, start, end, operator_profile(mss_key))
+        mss_expired = _issue(
+            operator_name,
+            mss_expired_key,
+            org_ca_name,
+            org_key,
+            now - timedelta(days=60),
+            now - timedelta(days=1),
+            operator_profile(mss_expired_key),
+        )
+        mss_rogue = _issue(
+            operator_name, mss_rogue_key, operator_name, mss_rogue_key, start, end, operator_profile(mss_rogue_key)
+        )
+
         issued: list[tuple[str, x509.Certificate, PrivateKey, x509.Certificate | None]] = [
             ("root", root, root_key, None),
             ("org-ca", org_ca, org_key, None),
@@ -227,6 +259,9 @@ class TestPki:
             ("cps", cps, cps_key, pp_ca),
             ("expired-organisation", expired, expired_key, org_ca),
             ("rogue", rogue, rogue_key, None),
+            ("mss-server", mss_server, mss_key, org_ca),
+            ("mss-expired-server", mss_expired, mss_expired_key, org_ca),
+            ("mss-rogue-server", mss_rogue, mss_rogue_key, None),
         ]
         for name, cert, key, issuer in issued:
             cert_pem = _pem(cert)
@@ -258,6 +293,9 @@ class TestPki:
             cps=bundles["cps"],
             expired_organisation=bundles["expired-organisation"],
             rogue=bundles["rogue"],
+            mss_server=bundles["mss-server"],
+            mss_expired_server=bundles["mss-expired-server"],
+            mss_rogue_server=bundles["mss-rogue-server"],
             ca_bundle_path=ca_bundle,
         )
 

@@ -14,13 +14,17 @@ from typing import Any
 
 from harness.sut.model import (
     Capability,
+    Correspondent,
     DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
+    MssOutcome,
+    MssSendRequest,
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    ReceivedMessage,
     StoredDocument,
     SutDescription,
     TraceEntry,
@@ -154,3 +158,20 @@ class SutAdapter:
     def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
         """Record the patient's opposition (or not) to the feed and to the consultation of their DMP."""
         raise NotSupported("DMP operations are not offered")
+
+    # -- MSSanté and the Annuaire Santé ---------------------------------------------------
+    def send_mss(self, request: MssSendRequest) -> MssOutcome:
+        """Send the patient's documents (or a plain message) by MSSanté, as the professional asks."""
+        raise NotSupported("MSSanté sending is not offered")
+
+    def fetch_mss(self) -> list[ReceivedMessage]:
+        """Read the BAL now (IMAP) and integrate what arrived; the messages read, with what the SUT did."""
+        raise NotSupported("MSSanté reception is not offered")
+
+    def reply_mss(self, message_id: str, text: str) -> MssOutcome:
+        """Reply to a message the SUT read from its BAL."""
+        raise NotSupported("MSSanté replies are not offered")
+
+    def find_correspondents(self, idnps: str = "", family: str = "", given: str = "") -> list[Correspondent]:
+        """Search the Annuaire Santé for professionals, as a user writing a message would."""
+        raise NotSupported("Annuaire Santé look-up is not offered")

@@ -33,6 +33,10 @@ class Capability(enum.StrEnum):
     """Produce CI-SIS documents (CDA R2 and PDF/A) for a patient; import and list a patient's documents."""
     DMP = "dmp"
     """Feed the DMP (validate, send, replace, delete documents) and record the patient's DMP consent."""
+    MSSANTE = "mssante"
+    """Send documents over MSSanté (SMTP), read the BAL (IMAP), integrate received XDM, reply."""
+    ANNUAIRE = "annuaire"
+    """Look up correspondents and their MSSanté addresses in the Annuaire Santé (FHIR API)."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -213,11 +217,61 @@ class DmpEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class MssanteEndpoint:
+    """Where and how the SUT must reach the MSSanté operator simulator, and the BAL it uses there.
+
+    SMTP (submission, STARTTLS) and IMAP (STARTTLS) on loopback; the login is the BAL
+    address. The organisation certificate is the TLS client identity. ``dst_urls`` are
+    the Mailiz DST-style entry points by kind (``igc-sante``, ``internet``) for the
+    "Opérateur Mailiz" profile; a SUT without that profile ignores them.
+    """
+
+    smtp_host: str
+    smtp_port: int
+    imap_host: str
+    imap_port: int
+    ca_pem: str
+    client_cert_pem: str
+    client_key_pem: str
+    address: str
+    password: str
+    dst_urls: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "smtp_host": self.smtp_host,
+            "smtp_port": self.smtp_port,
+            "imap_host": self.imap_host,
+            "imap_port": self.imap_port,
+            "ca_pem": self.ca_pem,
+            "client_cert_pem": self.client_cert_pem,
+            "client_key_pem": self.client_key_pem,
+            "address": self.address,
+            "password": self.password,
+            "dst_urls": dict(self.dst_urls),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnnuaireEndpoint:
+    """Where the SUT finds the Annuaire Santé FHIR API (base URL), the API key it sends, the CA it trusts."""
+
+    url: str
+    api_key: str
+    ca_pem: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"url": self.url, "api_key": self.api_key, "ca_pem": self.ca_pem}
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointConfig:
     """Everything the harness tells the SUT about the simulators it must use (an absent one is left as it is)."""
 
     insi: InsiEndpoint | None = None
     dmp: DmpEndpoint | None = None
+    mssante: MssanteEndpoint | None = None
+    annuaire: AnnuaireEndpoint | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -232,6 +286,10 @@ class EndpointConfig:
             }
         if self.dmp is not None:
             out["dmp"] = self.dmp.to_json()
+        if self.mssante is not None:
+            out["mssante"] = self.mssante.to_json()
+        if self.annuaire is not None:
+            out["annuaire"] = self.annuaire.to_json()
         return out
 
 
@@ -352,6 +410,162 @@ class DmpOutcome:
         if not isinstance(detail, str):
             raise TypeError("'detail' must be a string")
         return cls(result=result, detail=detail, raw=data)
+
+
+MSS_RESULTS = ("sent", "not-sent", "failed")
+"""What the SUT says became of an MSSanté sending: sent, not attempted (with the reason), or failed."""
+
+MSS_TRANSPORTS = ("smtp", "dst")
+"""How the SUT submits a message: SMTP to the operator, or the Mailiz DST interface ("Opérateur Mailiz")."""
+
+
+@dataclass(frozen=True, slots=True)
+class MssSendRequest:
+    """What the professional asks the SUT to send by MSSanté.
+
+    ``recipients`` are professional BAL addresses; with ``to_patient`` the SUT also
+    writes to the patient's own mailbox, whose address it builds itself from the
+    patient's qualified INS (and must refuse to build otherwise).
+    """
+
+    patient_id: str
+    document_ids: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+    to_patient: bool = False
+    delivery_receipt: bool = False
+    """Ask for a DSN delivery receipt (``Return-Receipt-To``)."""
+    read_receipt: bool = False
+    """Ask for an MDN read receipt (``Disposition-Notification-To``)."""
+    no_reply: bool = False
+    """The professional wants no reply from the patient (``X-MSS-MES: FIN``)."""
+    transport: str = "smtp"
+    text: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "document_ids": list(self.document_ids),
+            "recipients": list(self.recipients),
+            "to_patient": self.to_patient,
+            "delivery_receipt": self.delivery_receipt,
+            "read_receipt": self.read_receipt,
+            "no_reply": self.no_reply,
+            "transport": self.transport,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MssOutcome:
+    """The SUT's answer to an MSSanté sending or reply."""
+
+    result: str
+    """``sent``, ``not-sent`` (the SUT did not try: identity not qualified...) or ``failed`` (TLS, SMTP refusal)."""
+    detail: str
+    message_id: str = ""
+    """The ``Message-ID`` the SUT gave the message, when it sent one."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, str]:
+        return {"mss": self.result, "detail": self.detail, "message_id": self.message_id}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MssOutcome:
+        result = _text(data, "mss")
+        if result not in MSS_RESULTS:
+            raise ValueError(f"'mss' must be one of {', '.join(MSS_RESULTS)}, not {result!r}")
+        detail = data.get("detail", "")
+        message_id = data.get("message_id", "") or ""
+        if not isinstance(detail, str) or not isinstance(message_id, str):
+            raise TypeError("'detail' and 'message_id' must be strings")
+        return cls(result=result, detail=detail, message_id=message_id, raw=data)
+
+
+MSS_INTEGRATION = ("integrated", "rejected", "no-document", "receipt")
+"""What the SUT did with a message it read from its BAL: documents integrated for a patient; integration refused
+(with an error code 900–906); a message with no document; a delivery or read receipt."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """A message the SUT read from its BAL over IMAP, and what it did with it."""
+
+    message_id: str
+    sender: str
+    subject: str
+    status: str
+    """One of :data:`MSS_INTEGRATION`."""
+    patient_id: str = ""
+    """The local patient the SUT attached the message to (identified by the XDM ``patientId``), or ``""``."""
+    document_ids: tuple[str, ...] = ()
+    error_code: str = ""
+    """The integration error code (``902`` unknown patient...) when ``rejected``."""
+    receipt_sent: bool = False
+    """The SUT sent an MDN back (the message asked for one)."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "subject": self.subject,
+            "status": self.status,
+            "patient_id": self.patient_id,
+            "document_ids": list(self.document_ids),
+            "error_code": self.error_code,
+            "receipt_sent": self.receipt_sent,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReceivedMessage:
+        status = _text(data, "status")
+        if status not in MSS_INTEGRATION:
+            raise ValueError(f"'status' must be one of {', '.join(MSS_INTEGRATION)}, not {status!r}")
+        documents = data.get("document_ids") or []
+        if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+            raise TypeError("'document_ids' must be a list of strings")
+        receipt_sent = data.get("receipt_sent", False)
+        if not isinstance(receipt_sent, bool):
+            raise TypeError("'receipt_sent' must be a boolean")
+        return cls(
+            message_id=_text(data, "message_id"),
+            sender=str(data.get("sender") or ""),
+            subject=str(data.get("subject") or ""),
+            status=status,
+            patient_id=str(data.get("patient_id") or ""),
+            document_ids=tuple(documents),
+            error_code=str(data.get("error_code") or ""),
+            receipt_sent=receipt_sent,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Correspondent:
+    """A health professional the SUT found in the Annuaire Santé, with the MSSanté BAL it would write to."""
+
+    idnps: str
+    """The national professional identifier (IDNPS, ``8`` + RPPS)."""
+    family: str
+    given: str
+    mailboxes: tuple[str, ...] = ()
+    """MSSanté BAL addresses (``telecom`` of type MSSANTE), the one the SUT prefers first."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"idnps": self.idnps, "family": self.family, "given": self.given, "mailboxes": list(self.mailboxes)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Correspondent:
+        mailboxes = data.get("mailboxes") or []
+        if not isinstance(mailboxes, list) or not all(isinstance(m, str) for m in mailboxes):
+            raise TypeError("'mailboxes' must be a list of strings")
+        return cls(
+            idnps=_text(data, "idnps"),
+            family=str(data.get("family") or ""),
+            given=str(data.get("given") or ""),
+            mailboxes=tuple(mailboxes),
+            raw=data,
+        )
 
 
 def _text(data: dict[str, Any], name: str) -> str:
