@@ -103,13 +103,28 @@ class _Part:
         return _Part(chosen)
 
 
-@implementer(imap4.IMessage)
+@implementer(imap4.IMessage, imap4.IMessageFile)
 class _Mail(_Part):
-    """A stored message: a part with a UID, flags and an arrival date."""
+    """A stored message: a part with a UID, flags and an arrival date, served byte for byte.
+
+    Offering ``IMessageFile`` makes Twisted send ``RFC822`` and ``BODY[]`` from :meth:`open`
+    instead of rebuilding the message from a header dict, which would title-case names and
+    merge repeated headers (``X-MSS-CODECDA`` is repeated once per CDA).
+    """
 
     def __init__(self, mail: StoredMail) -> None:
         super().__init__(email.message_from_bytes(mail.raw, policy=email.policy.compat32), mail.raw)
         self._mail = mail
+
+    def open(self) -> io.BytesIO:
+        """The message as stored, with CRLF line ends as IMAP requires."""
+        return io.BytesIO(self._wire())
+
+    def _wire(self) -> bytes:
+        return self._mail.raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+    def getSize(self) -> int:
+        return len(self._wire())
 
     def getUID(self) -> int:
         return self._mail.uid

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import ssl
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,8 @@ def stdlib_context(policy: TlsPolicy, pki: TestPki, *, require_client_certificat
     """A server context for SMTP and DST; the client certificate is asked for, required only when told."""
     chosen = settings(policy, pki)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with contextlib.suppress(ValueError):  # TLS 1.0/1.1 are deprecated in the stdlib, not removed
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated in the stdlib, not removed: offering them is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = chosen.minimum
         context.maximum_version = chosen.maximum
     context.set_ciphers(chosen.ciphers)
