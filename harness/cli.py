@@ -323,6 +323,15 @@ def serve(
     annuaire_api_key: Annotated[
         str, typer.Option(help="the ESANTE-API-KEY the Annuaire Santé simulator accepts")
     ] = "test-api-key",
+    smtp_port: Annotated[int, typer.Option(help="MSSanté SMTP submission port (0 = any free port)")] = 0,
+    imap_port: Annotated[int, typer.Option(help="MSSanté IMAP port (0 = any free port)")] = 0,
+    mss_tls: Annotated[
+        str,
+        typer.Option(
+            help="MSSanté TLS policy: conforming, tls1.0-only, tls1.1-only, weak-cipher, expired-certificate, "
+            "non-igc-certificate"
+        ),
+    ] = "conforming",
     pki_dir: Annotated[Path, typer.Option(help="where the test PKI is written")] = Path("reports/serve-pki"),
     fault: Annotated[
         str | None,
@@ -343,7 +352,15 @@ def serve(
     from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import InsiSimulator
     from harness.simulators.insi.faults import FaultKind, InsiFault
+    from harness.simulators.mssante import MssanteSimulator, TlsPolicy
 
+    try:
+        mss_policy = TlsPolicy(mss_tls)
+    except ValueError:
+        console.print(
+            f"[red]unknown MSSanté TLS policy {mss_tls!r}; known: {', '.join(p.value for p in TlsPolicy)}[/red]"
+        )
+        raise typer.Exit(EXIT_ERROR) from None
     injected: InsiFault | None = None
     if fault is not None:
         try:
@@ -359,6 +376,8 @@ def serve(
     dmp = DmpSimulator(pki=pki, port=dmp_port).start()
     dmp.set_patient("279035121518989", "1.2.250.1.213.1.4.10")  # the ANS test patient, so a feed can succeed
     annuaire = AnnuaireSimulator(pki=pki, port=annuaire_port, api_key=annuaire_api_key).start()
+    mssante = MssanteSimulator(pki, smtp_port=smtp_port, imap_port=imap_port).start()
+    mssante.set_tls_policy(mss_policy)
     try:
         table = Table(title="Simulators (127.0.0.1)")
         table.add_column("service")
@@ -379,7 +398,22 @@ def serve(
             f"FHIR R4 JSON (Practitioner, PractitionerRole, Organization: {counts['Practitioner']}/"
             f"{counts['PractitionerRole']}/{counts['Organization']} seeded); header ESANTE-API-KEY: {annuaire.api_key}",
         )
+        smtp_host, smtp_at = mssante.smtp_address
+        imap_host, imap_at = mssante.imap_address
+        table.add_row(
+            "MSSanté SMTP",
+            f"smtp://{smtp_host}:{smtp_at}",
+            f"submission, STARTTLS required, AUTH PLAIN/LOGIN; TLS policy: {mss_policy.value}",
+        )
+        table.add_row("MSSanté IMAP", f"imap://{imap_host}:{imap_at}", "IMAP4rev1, STARTTLS required (Twisted)")
+        for kind, url in mssante.dst_urls.items():
+            table.add_row(f"MSSanté DST ({kind})", url, "POST /messages, body message/rfc822")
         console.print(table)
+        console.print(
+            "Mail client: server 127.0.0.1, SMTP port "
+            f"{smtp_at} and IMAP port {imap_at}, both 'STARTTLS', normal password; login {mssante.sut_address}, "
+            f"password {mssante.sut_password()}; trust the CA bundle below; client certificate: the organisation one"
+        )
         console.print(f"Annuaire Santé base URL / API key: {annuaire.url} / ESANTE-API-KEY: {annuaire.api_key}")
         console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
         console.print(f"organisation certificate / key:    {pki.organisation.chain_path} / {pki.organisation.key_path}")
@@ -394,7 +428,8 @@ def serve(
         simulator.stop()
         dmp.stop()
         annuaire.stop()
-        recorded = simulator.recorder.all() + dmp.recorder.all() + annuaire.recorder.all()
+        mssante.stop()
+        recorded = simulator.recorder.all() + dmp.recorder.all() + annuaire.recorder.all() + mssante.recorder.all()
         exchanges = sorted(recorded, key=lambda e: e.started)
         console.print(f"{len(exchanges)} exchanges recorded")
         if save_exchanges is not None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 

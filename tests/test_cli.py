@@ -208,6 +208,54 @@ def test_serve_with_a_fault_answers_a_zeep_client_and_saves_what_it_recorded(tmp
     assert any("Erreur technique" in f.read_text(encoding="utf-8") for f in files)
 
 
+def test_serve_takes_mail_from_smtplib_and_saves_the_session(tmp_path: Path) -> None:
+    """A QA engineer points a mail client (here smtplib) at ``serve``'s MSSanté operator, as it prints how to."""
+    import re
+    import smtplib
+    import ssl
+
+    saved = tmp_path / "exchanges"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "harness.cli", "serve", "--duration=20", f"--pki-dir={tmp_path / 'pki'}"),
+            f"--save-exchanges={saved}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not any("stopping in" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, "serve stopped before announcing its endpoints: " + "".join(lines)
+            lines.append(line)
+        text = "".join(lines)
+        found = re.search(r"SMTP port (\d+) and IMAP port (\d+).*login (\S+), password (\S+);", text, re.S)
+        assert found, text
+        smtp_port, login, password = int(found[1]), found[3], found[4]
+        context = ssl.create_default_context(cafile=str(tmp_path / "pki" / "ca-bundle.pem"))
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+            client.starttls(context=context)
+            client.login(login, password)
+            client.sendmail(login, ["helene.lefevre@ch-test.mssante.fr"], b"Subject: hello\r\n\r\nhello\r\n")
+        process.send_signal(2)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out
+    files = sorted(saved.glob("*-mssante.json"))
+    assert files and any("hello" in f.read_text(encoding="utf-8") for f in files)
+
+
+def test_serve_refuses_an_unknown_mssante_tls_policy(tmp_path: Path) -> None:
+    done = cli("serve", "--duration=0.1", f"--pki-dir={tmp_path}", "--mss-tls=ssl3", timeout=60)
+    assert done.returncode == 2 and "unknown MSSanté TLS policy" in done.stdout
+
+
 def _children(pid: int) -> list[int]:
     """Process ids whose parent is ``pid`` (Linux /proc)."""
     found = []

@@ -32,6 +32,8 @@ import pytest
 from harness.catalog import CatalogError
 from harness.plugin.evidence import ScenarioEvidence
 from harness.plugin.fixtures import (
+    annuaire,
+    annuaire_simulator,
     cda_validator,
     dmp,
     dmp_simulator,
@@ -40,6 +42,8 @@ from harness.plugin.fixtures import (
     insi,
     insi_identities,
     insi_simulator,
+    mssante,
+    mssante_simulator,
     pki,
     sut,
 )
@@ -53,6 +57,8 @@ from harness.verdicts import (
 )
 
 __all__ = [
+    "annuaire",
+    "annuaire_simulator",
     "cda_validator",
     "dmp",
     "dmp_simulator",
@@ -61,6 +67,8 @@ __all__ = [
     "insi",
     "insi_identities",
     "insi_simulator",
+    "mssante",
+    "mssante_simulator",
     "pki",
     "sut",
 ]

@@ -17,14 +17,16 @@ import pytest
 from harness.plugin.evidence import ScenarioEvidence
 from harness.plugin.session import SESSION_KEY
 from harness.sut.base import SutAdapter
-from harness.sut.model import Capability, EndpointConfig, InsiEndpoint
+from harness.sut.model import Capability, EndpointConfig, InsiEndpoint, MssanteEndpoint
 
 if TYPE_CHECKING:
     # Imported lazily at run time: the plugin loads in every pytest run, and a run
     # that uses no simulator should not pay for (or depend on) starting one.
     from harness.pki import TestPki
+    from harness.simulators.annuaire import AnnuaireSimulator
     from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import IdentityBase, InsiSimulator
+    from harness.simulators.mssante import MssanteSimulator
     from harness.validators.cda import CdaValidator
 
 
@@ -106,6 +108,78 @@ def dmp(dmp_simulator: DmpSimulator, harness_sut: SutAdapter, evidence: Scenario
     dmp_simulator.reset()
     evidence.track("dmp", dmp_simulator.recorder)
     return dmp_simulator
+
+
+@pytest.fixture(scope="session")
+def mssante_simulator(
+    request: pytest.FixtureRequest, pki: TestPki, harness_sut: SutAdapter
+) -> Iterator[MssanteSimulator]:
+    """The MSSanté operator simulator for the run (started on first use), with the SUT pointed at its BAL."""
+    from harness.simulators.mssante import MssanteSimulator
+
+    simulator = MssanteSimulator(pki).start()
+    request.config.stash[SESSION_KEY].recorders["mssante"] = simulator.recorder
+    try:
+        if Capability.MSSANTE in harness_sut.describe().capabilities:
+            harness_sut.configure_endpoints(EndpointConfig(mssante=mssante_endpoint(simulator, pki)))
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+def mssante_endpoint(simulator: MssanteSimulator, pki: TestPki) -> MssanteEndpoint:
+    """What the SUT is told to reach the operator: SMTP and IMAP, its BAL and password, the organisation certificate."""
+    from harness.sut.model import MssanteEndpoint
+
+    smtp_host, smtp_port = simulator.smtp_address
+    imap_host, imap_port = simulator.imap_address
+    return MssanteEndpoint(
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        imap_host=imap_host,
+        imap_port=imap_port,
+        ca_pem=pki.ca_bundle_pem.decode("ascii"),
+        client_cert_pem=pki.organisation.chain_pem.decode("ascii"),
+        client_key_pem=pki.organisation.key_pem.decode("ascii"),
+        address=simulator.sut_address,
+        password=simulator.sut_password(),
+        dst_urls=simulator.dst_urls,
+    )
+
+
+@pytest.fixture
+def mssante(mssante_simulator: MssanteSimulator, evidence: ScenarioEvidence) -> MssanteSimulator:
+    """The MSSanté simulator, reset (conforming TLS, empty BALs, no record) for this scenario."""
+    mssante_simulator.reset()
+    evidence.track("mssante", mssante_simulator.recorder)
+    return mssante_simulator
+
+
+@pytest.fixture(scope="session")
+def annuaire_simulator(
+    request: pytest.FixtureRequest, pki: TestPki, harness_sut: SutAdapter
+) -> Iterator[AnnuaireSimulator]:
+    """The Annuaire Santé simulator for the run (started on first use), with the SUT pointed at it."""
+    from harness.simulators.annuaire import AnnuaireSimulator
+    from harness.sut.model import AnnuaireEndpoint
+
+    simulator = AnnuaireSimulator(pki=pki).start()
+    request.config.stash[SESSION_KEY].recorders["annuaire"] = simulator.recorder
+    try:
+        if Capability.ANNUAIRE in harness_sut.describe().capabilities:
+            endpoint = AnnuaireEndpoint(simulator.url, simulator.api_key, pki.ca_bundle_pem.decode("ascii"))
+            harness_sut.configure_endpoints(EndpointConfig(annuaire=endpoint))
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def annuaire(annuaire_simulator: AnnuaireSimulator, evidence: ScenarioEvidence) -> AnnuaireSimulator:
+    """The Annuaire Santé simulator, reset (seeded directory, no fault) for this scenario."""
+    annuaire_simulator.reset()
+    evidence.track("annuaire", annuaire_simulator.recorder)
+    return annuaire_simulator
 
 
 @pytest.fixture
