@@ -361,3 +361,26 @@ def test_dst_igc_entry_point_requires_a_client_certificate(operator: MssanteSimu
         timeout=10,
     )
     assert answer.status_code == 415 and operator.messages == []
+
+
+# -- what a correspondent sends ------------------------------------------------------------------
+@pytest.mark.skipif(not ANS_N1.is_file(), reason="ANS example documents not found beside the repository")
+def test_a_correspondent_package_has_the_xdm_layout_and_the_patient() -> None:
+    from harness.simulators.mssante.correspondent import XdmDocument, correspondent_message, patient_cx, xdm_package
+    from harness.validators.mss import xdm_attachment
+    from harness.validators.xdm import check_xdm, read_xdm
+    from tests.mss_samples import EXAMPLE_INS
+    from tests.pdf_samples import conforming_pdfa
+
+    package = xdm_package(
+        [XdmDocument(ANS_N1.read_bytes(), "1.2.250.1.999.1", conforming_pdfa())], patient_cx(*EXAMPLE_INS)
+    )
+    report = check_xdm(package, expected_ins=EXAMPLE_INS)
+    assert not [f.rule for f in report.findings if f.rule.startswith("xdm.") and f.severity.value == "error"]
+    metadata = read_xdm(package).documents["IHE_XDM/SUBSET01/METADATA.XML"]
+    assert f"{EXAMPLE_INS[0]}^^^&amp;{EXAMPLE_INS[1]}&amp;ISO^NH".encode() in metadata
+    message_id, raw = correspondent_message(
+        CORRESPONDENT, SUT_BAL, "XDM/1.0/DDM+x", "x", xdm=package, read_receipt=True
+    )
+    assert xdm_attachment(raw) == package and message_id.encode() in raw and b"\r\n" in raw
+    assert b"Disposition-Notification-To: " + CORRESPONDENT.encode() in raw
