@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import requests
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.healthcareservice import HealthcareService
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from harness.evidence.journal import exchange_evidence
@@ -432,3 +434,170 @@ def test_unreadable_http_gets_an_operation_outcome(sim: AnnuaireSimulator, pki: 
     assert answer.startswith(b"HTTP/1.1 400")
     OperationOutcome.model_validate_json(answer.split(b"\r\n\r\n", 1)[1])
     assert [e.meta["http"]["status"] for e in sim.recorder.since(mark)] == [400]
+
+
+# -- _lastUpdated, identifier-type, mailbox-mss-type, number-smartcard ----------------------------------
+def every_match(http: requests.Session, sim: AnnuaireSimulator, path: str, params: Any) -> list[str]:
+    """The ids of every match, following ``next`` links (the simulator under test pages by 3)."""
+    page = bundle(http.get(sim.url + path, params=params, timeout=10))
+    found = ids(page)
+    while following := [link.url for link in page.link or [] if link.relation == "next"]:
+        page = bundle(http.get(following[0], timeout=10))
+        found += ids(page)
+    return sorted(found)
+
+
+def last_updated(http: requests.Session, sim: AnnuaireSimulator, path: str, *values: str) -> list[str]:
+    return every_match(http, sim, path, [("_lastUpdated", v) for v in values])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (("ge2026-02-01",), ["pra-0003", "pra-0007"]),
+        (("gt2026-01",), ["pra-0003", "pra-0007"]),  # after the whole of January
+        (("lt2025",), ["pra-0004"]),
+        (("2026-01-15",), ["pra-0001", "pra-0005"]),  # no prefix is eq, the whole day
+        (("eq2025-12-31",), ["pra-0006"]),  # 23:30+01:00 is 22:30 UTC, still the 31st
+        (("le2025-12-31",), ["pra-0002", "pra-0004", "pra-0006"]),
+        (("ge2025-01-01", "lt2026-01-01"), ["pra-0002", "pra-0006"]),  # repeated: AND
+        (("lt2025,ge2026-03",), ["pra-0003", "pra-0004"]),  # comma: OR
+        (("ge2026-03-02T13:30:00Z",), ["pra-0003"]),  # 14:30+01:00
+        (("gt2026-03-02T13:30:00Z",), []),
+        (("eq2026-03-02T14:30+01:00",), ["pra-0003"]),  # minute precision
+        (
+            ("lt2026-03-02T14:30:00.000+01:00",),
+            ["pra-0001", "pra-0002", "pra-0004", "pra-0005", "pra-0006", "pra-0007"],
+        ),
+    ],
+)
+def test_last_updated_on_practitioner(
+    sim: AnnuaireSimulator, http: requests.Session, values: tuple[str, ...], expected: list[str]
+) -> None:
+    assert last_updated(http, sim, "/Practitioner", *values) == expected
+
+
+def test_last_updated_on_every_type(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    assert last_updated(http, sim, "/PractitionerRole", "ge2026-02") == ["prr-0001"]
+    assert last_updated(http, sim, "/Organization", "lt2026") == ["org-0003"]
+    assert last_updated(http, sim, "/HealthcareService", "ge2026") == ["hcs-0001"]
+    assert last_updated(http, sim, "/Device", "lt2025") == ["dev-0002"]
+
+
+@pytest.mark.parametrize(
+    "value", ["ne2026-01-01", "sa2026-01-01", "yesterday", "2026-13-01", "2026-02-30", "ge2026-01-01T25:00Z", "ge"]
+)
+def test_bad_last_updated_is_a_400(sim: AnnuaireSimulator, http: requests.Session, value: str) -> None:
+    outcome(get(http, sim, "/Practitioner", _lastUpdated=value), 400)
+
+
+def test_a_resource_without_last_updated_never_matches_a_date(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    sim.add_resource({"resourceType": "Device", "id": "dev-undated", "status": "active"})
+    assert "dev-undated" not in last_updated(http, sim, "/Device", "ge1900")
+    assert "dev-undated" not in last_updated(http, sim, "/Device", "lt2100")
+
+
+def test_identifier_type(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    rpps = every_match(http, sim, "/Practitioner", {"identifier-type": "RPPS"})
+    assert rpps == ["pra-0001", "pra-0002", "pra-0003", "pra-0004", "pra-0005", "pra-0007"]  # pra-0006 is ADELI-only
+    idnps = bundle(get(http, sim, "/Practitioner", **{"identifier-type": f"{V2_0203}|IDNPS"}))
+    assert idnps.total == 7
+    assert ids(bundle(get(http, sim, "/Practitioner", **{"identifier-type": "ADELI"}))) == []
+    assert ids(bundle(get(http, sim, "/Practitioner", **{"identifier-type": "http://other|RPPS"}))) == []
+    assert ids(bundle(get(http, sim, "/Organization", **{"identifier-type": "FINEG"}))) == ["org-0001", "org-0003"]
+    outcome(get(http, sim, "/PractitionerRole", **{"identifier-type": "RPPS"}), 400)  # not on the real API either
+
+
+def test_mailbox_mss_type(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    def search(path: str, value: str) -> list[str]:
+        return every_match(http, sim, path, {"mailbox-mss-type": value})
+
+    assert search("/Organization", "APP") == ["org-0003"]
+    assert search("/Organization", f"{NOS}/TRE_R257-TypeBAL/FHIR/TRE-R257-TypeBAL|ORG") == ["org-0001", "org-0002"]
+    assert search("/Organization", "ORG,APP") == ["org-0001", "org-0002", "org-0003"]
+    assert len(search("/Practitioner", "PER")) == 6  # pra-0007 has no BAL
+    assert search("/Practitioner", "CAB") == []
+    assert search("/PractitionerRole", "CAB") == ["prr-0001"]
+    prefix = {"mailbox-mss": "cabinet.martin@"}
+    assert ids(bundle(http.get(sim.url + "/PractitionerRole", params=prefix, timeout=10))) == ["prr-0001"]
+
+
+def test_number_smartcard(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    assert ids(bundle(get(http, sim, "/Practitioner", **{"number-smartcard": "2800000001"}))) == ["pra-0001"]
+    assert ids(bundle(get(http, sim, "/Practitioner", **{"number-smartcard:exact": "280000000"}))) == []
+    assert ids(bundle(get(http, sim, "/Practitioner", **{"number-smartcard": "9999"}))) == []
+
+
+# -- HealthcareService and Device -------------------------------------------------------------------------
+ARHGOS = "https://arhgos.ars.sante.fr"
+
+
+@pytest.mark.parametrize(("kind", "resource_id"), [("HealthcareService", "hcs-0001"), ("Device", "dev-0001")])
+def test_read_healthcare_service_and_device(
+    sim: AnnuaireSimulator, http: requests.Session, kind: str, resource_id: str
+) -> None:
+    response = get(http, sim, f"/{kind}/{resource_id}")
+    assert response.status_code == 200, response.text
+    model = HealthcareService if kind == "HealthcareService" else Device
+    assert model.model_validate_json(response.content).id == resource_id
+    outcome(get(http, sim, f"/{kind}/nothing-here"), 404)
+
+
+def test_search_healthcare_services(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    path = "/HealthcareService"
+    assert ids(bundle(get(http, sim, path, _id="hcs-0002"))) == ["hcs-0002"]
+    assert ids(bundle(get(http, sim, path, identifier=f"{ARHGOS}|00-00-RC-00001"))) == ["hcs-0001"]
+    assert sorted(ids(bundle(get(http, sim, path, organization="Organization/org-0001")))) == ["hcs-0001", "hcs-0002"]
+    assert ids(bundle(get(http, sim, path, organization="org-0002"))) == []
+    assert ids(bundle(get(http, sim, path, active="false"))) == ["hcs-0002"]
+    included = bundle(get(http, sim, path, _id="hcs-0001", _include="HealthcareService:organization"))
+    assert ids(included, "include") == ["org-0001"]
+    outcome(get(http, sim, path, providedBy="org-0001"), 400)  # the FHIR parameter is organization
+
+
+def test_search_devices(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    path = "/Device"
+    assert ids(bundle(get(http, sim, path, identifier=f"{ARHGOS}|00-00-EML-00002"))) == ["dev-0002"]
+    assert ids(bundle(get(http, sim, path, identifier="00-00-EML-00001"))) == ["dev-0001"]
+    assert sorted(ids(bundle(get(http, sim, path, organization="org-0001")))) == ["dev-0001", "dev-0002"]
+    assert ids(bundle(get(http, sim, path, status="inactive"))) == ["dev-0002"]
+    included = bundle(get(http, sim, path, _id="dev-0001", _include="Device:organization"))
+    assert ids(included, "include") == ["org-0001"]
+    response = http.post(sim.url + "/Device/_search", data={"organization": "org-0001", "status": "active"}, timeout=10)
+    assert ids(bundle(response)) == ["dev-0001"]
+
+
+def test_organization_revincludes(sim: AnnuaireSimulator, http: requests.Session) -> None:
+    params = [
+        ("_id", "org-0001"),
+        ("_revinclude", "HealthcareService:organization"),
+        ("_revinclude", "Device:organization"),
+    ]
+    found = bundle(http.get(sim.url + "/Organization", params=params, timeout=10))
+    assert ids(found) == ["org-0001"] and found.total == 1
+    assert sorted(ids(found, "include")) == ["dev-0001", "dev-0002", "hcs-0001", "hcs-0002"]
+
+
+@pytest.mark.parametrize("kind", ["Practitioner", "PractitionerRole", "Organization", "HealthcareService", "Device"])
+def test_unknown_search_parameter_is_a_400_on_every_type(
+    sim: AnnuaireSimulator, http: requests.Session, kind: str
+) -> None:
+    refused = outcome(get(http, sim, f"/{kind}", colour="blue"), 400)
+    assert "colour" in (refused.issue[0].diagnostics or "")
+    outcome(http.post(sim.url + f"/{kind}/_search", data={"colour": "blue"}, timeout=10), 400)
+    outcome(get(http, sim, f"/{kind}", **{"_lastUpdated:missing": "true"}), 400)  # unknown modifier
+
+
+def test_new_types_survive_reset_and_are_counted(sim: AnnuaireSimulator) -> None:
+    sim.add_resource({"resourceType": "HealthcareService", "id": "hcs-extra"})
+    assert sim.directory.counts()["HealthcareService"] == 3
+    sim.reset()
+    assert sim.directory.counts() == {
+        "Practitioner": 7,
+        "PractitionerRole": 8,
+        "Organization": 3,
+        "HealthcareService": 2,
+        "Device": 2,
+    }
+    with pytest.raises(DirectoryError):
+        sim.add_resource({"resourceType": "Device", "id": "d", "status": ["not", "a", "code"]})

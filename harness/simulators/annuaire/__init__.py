@@ -1,7 +1,8 @@
 """Annuaire Santé simulator: the ANS FHIR directory API (``/fhir/v2``) for practitioner and MSSanté look-ups.
 
 The practice software finds correspondents (Practitioner, PractitionerRole, Organization) and
-their MSSanté addresses in the Annuaire Santé. This simulator serves a synthetic, seeded
+their MSSanté addresses in the Annuaire Santé, which also lists the care activities
+(HealthcareService) and heavy equipment (Device) of establishments. This simulator serves a synthetic, seeded
 directory with the real API's search parameters, API-key check, paging and errors, records
 every exchange, and can be made to fail (:class:`AnnuaireFaultKind`).
 """
@@ -11,6 +12,8 @@ from harness.simulators.annuaire.directory import (
     IDNPS_SYSTEM,
     MAILBOX_METADATA_URL,
     RPPS_SYSTEM,
+    SMARTCARD_URL,
+    TYPE_BAL_SYSTEM,
     Directory,
     DirectoryError,
 )
@@ -25,6 +28,8 @@ __all__ = [
     "MAILBOX_METADATA_URL",
     "PATH",
     "RPPS_SYSTEM",
+    "SMARTCARD_URL",
+    "TYPE_BAL_SYSTEM",
     "AnnuaireFault",
     "AnnuaireFaultKind",
     "AnnuaireSimulator",

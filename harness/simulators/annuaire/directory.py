@@ -1,4 +1,4 @@
-"""The simulated Annuaire Santé's content: Practitioner, PractitionerRole and Organization resources.
+"""The simulated Annuaire Santé's content: Practitioner, PractitionerRole, Organization, HealthcareService, Device.
 
 The directory is data (``fixtures/annuaire/directory.json``, FHIR JSON resources grouped by type),
 each resource checked by building its ``fhir.resources.R4B`` model when loaded or added, so the
@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from harness.simulators.insi.identities import default_fixtures_dir
 
-RESOURCE_TYPES = ("Practitioner", "PractitionerRole", "Organization")
-"""The resource types the simulator serves (the real API also has HealthcareService and Device)."""
+RESOURCE_TYPES = ("Practitioner", "PractitionerRole", "Organization", "HealthcareService", "Device")
+"""The resource types the simulator serves: all five of the real API (protocols.md §5)."""
 
 RPPS_SYSTEM = "https://rpps.esante.gouv.fr"
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
@@ -31,6 +31,8 @@ EMAIL_TYPE_URL = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-contac
 """FR Core extension saying which messaging an e-mail ``telecom`` belongs to (``MSSANTE`` for a BAL)."""
 MAILBOX_METADATA_URL = "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-ext-mailbox-mss-metadata"
 """ANS extension with a BAL's ``type`` (PER/ORG/APP/CAB), ``description``, ``service``, ``listeRouge``."""
+SMARTCARD_URL = "https://interop.esante.gouv.fr/ig/fhir/annuaire/StructureDefinition/as-ext-smartcard"
+"""ANS extension on a Practitioner describing a CPx card (sub-extensions ``type``, ``number``, ``period``)."""
 TYPE_MESSAGERIE_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R256-TypeMessagerie/FHIR/TRE-R256-TypeMessagerie"
 TYPE_BAL_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R257-TypeBAL/FHIR/TRE-R257-TypeBAL"
 
@@ -77,7 +79,9 @@ class Directory:
 
     @classmethod
     def load(cls, path: Path) -> Directory:
-        """A directory from a JSON file ``{"Practitioner": [...], "PractitionerRole": [...], "Organization": [...]}``.
+        """A directory from a JSON file ``{"Practitioner": [...], "PractitionerRole": [...], ...}``, one list per type.
+
+        A type left out of the file has no resource (older seeds have no HealthcareService or Device).
 
         Raises:
             DirectoryError: unreadable file, bad layout or an invalid resource.
@@ -134,6 +138,7 @@ __all__ = [
     "MAILBOX_METADATA_URL",
     "RESOURCE_TYPES",
     "RPPS_SYSTEM",
+    "SMARTCARD_URL",
     "TYPE_BAL_SYSTEM",
     "TYPE_MESSAGERIE_SYSTEM",
     "Directory",

@@ -3,24 +3,58 @@
 Parameters are read as FHIR R4 defines them: repeated parameters are AND, comma-separated values
 are OR; string parameters match a prefix, ignoring case and accents (``:exact`` and ``:contains``
 change that); token parameters take ``system|code``, ``|code``, ``system|`` or ``code``; reference
-parameters take ``Type/id`` or ``id``. The simulator is **strict**: a parameter or modifier it does
+parameters take ``Type/id`` or ``id``; the date parameter ``_lastUpdated`` takes a prefix (``eq``,
+``ge``, ``gt``, ``le``, ``lt``; ``eq`` when none) and a FHIR date or dateTime of any precision, the
+value standing for the whole interval its precision spans. The simulator is **strict**: a parameter or modifier it does
 not know is a 400 (FHIR allows a server to ignore them; a practice relying on a parameter the real
 API does not support would then be told, not silently given every resource).
+
+Which parameter each type has follows the ANS CapabilityStatement (IG-fhir-annuaire
+``AsServerDPCapabilityStatement``) and the ``as-sp-*`` SearchParameters. Inferred [I]: a
+``_lastUpdated`` value without a time zone is read as UTC (FHIR leaves it to the server), and
+``le``/``lt`` are accepted though the CapabilityStatement names only ``gt``, ``ge`` and ``eq``;
+``number-smartcard`` is served on Practitioner (as the CapabilityStatement has it, reading the
+``as-ext-smartcard`` extension), not on PractitionerRole as the older SearchParameter says.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from harness.simulators.annuaire.directory import EMAIL_TYPE_URL, IDNPS_SYSTEM, RPPS_SYSTEM
+from harness.simulators.annuaire.directory import (
+    EMAIL_TYPE_URL,
+    IDNPS_SYSTEM,
+    MAILBOX_METADATA_URL,
+    RPPS_SYSTEM,
+    SMARTCARD_URL,
+)
 
 RESULT_PARAMETERS = frozenset({"_count", "_format", "_pretty", "_total", "_include", "_revinclude"})
 """Parameters shaping the answer rather than selecting resources (``_total`` is accepted and ignored)."""
-REVINCLUDES = {"Practitioner": frozenset({"PractitionerRole:practitioner"})}
-INCLUDES = {"PractitionerRole": frozenset({"PractitionerRole:practitioner", "PractitionerRole:organization"})}
+REVINCLUDES = {
+    "Practitioner": frozenset({"PractitionerRole:practitioner"}),
+    "Organization": frozenset(
+        {"PractitionerRole:organization", "HealthcareService:organization", "Device:organization"}
+    ),
+}
+INCLUDES = {
+    "PractitionerRole": frozenset({"PractitionerRole:practitioner", "PractitionerRole:organization"}),
+    "HealthcareService": frozenset({"HealthcareService:organization"}),
+    "Device": frozenset({"Device:organization"}),
+}
+REFERENCE_ELEMENTS = {
+    "PractitionerRole:practitioner": "practitioner",
+    "PractitionerRole:organization": "organization",
+    "HealthcareService:organization": "providedBy",
+    "Device:organization": "owner",
+}
+"""The element each reference parameter (``Type:parameter``) reads, for searches and ``_include``/``_revinclude``."""
+DATE_PREFIXES = frozenset({"eq", "ge", "gt", "le", "lt"})
 STRING_MODIFIERS = frozenset({"", "exact", "contains"})
 MAX_VALUES = 100
 """Most OR values (and AND repetitions) a search may carry."""
@@ -76,6 +110,56 @@ def _reference(resource: dict[str, Any], element: str) -> str:
     return str((resource.get(element) or {}).get("reference", ""))
 
 
+def _codings(concept: Any) -> list[tuple[str, str]]:
+    """``(system, code)`` of each coding of a CodeableConcept (nothing when it is not one)."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return [(str(c.get("system", "")), str(c.get("code", ""))) for c in codings or [] if isinstance(c, dict)]
+
+
+def _identifier_types(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """The codings of each identifier's ``type`` (RPPS, IDNPS, FINEG…): what ``identifier-type`` matches."""
+    return [pair for i in resource.get("identifier", []) for pair in _codings(i.get("type"))]
+
+
+def _sub_extensions(extensions: Any, url: str, sub: str) -> list[dict[str, Any]]:
+    """The ``sub`` sub-extensions of each extension ``url`` in ``extensions``."""
+    return [
+        inner
+        for outer in extensions or []
+        if isinstance(outer, dict) and outer.get("url") == url
+        for inner in outer.get("extension", [])
+        if isinstance(inner, dict) and inner.get("url") == sub
+    ]
+
+
+def mailbox_types(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """The BAL types (PER, ORG, APP, CAB) of a resource's MSSanté addresses, as ``(system, code)``."""
+    return [
+        pair
+        for telecom in resource.get("telecom", [])
+        if is_mailbox_mss(telecom)
+        for kind in _sub_extensions(telecom.get("extension"), MAILBOX_METADATA_URL, "type")
+        for pair in _codings(kind.get("valueCodeableConcept"))
+    ]
+
+
+def _smartcard_numbers(resource: dict[str, Any]) -> list[str]:
+    return [
+        str(number["valueString"])
+        for number in _sub_extensions(resource.get("extension"), SMARTCARD_URL, "number")
+        if isinstance(number.get("valueString"), str)
+    ]
+
+
+def _instant(text: str) -> datetime | None:
+    """A stored ``instant``/``dateTime`` as an aware datetime (UTC when it has no offset), or None."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 # -- matchers -----------------------------------------------------------------------------------
 def _match_string(candidates: Iterable[str], value: str, modifier: str) -> bool:
     if modifier == "exact":
@@ -108,14 +192,93 @@ def _active(resource: dict[str, Any], value: str) -> bool:
     return bool(resource.get("active", True)) == (value == "true")
 
 
+_DATE = re.compile(
+    r"^(?P<prefix>[a-z]{2})?(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+def date_range(value: str) -> tuple[str, datetime, datetime]:
+    """``(prefix, start, end)``: a date search value and the half-open interval its precision spans.
+
+    Raises:
+        SearchError: a prefix other than eq/ge/gt/le/lt, or not a FHIR date or dateTime.
+    """
+    match = _DATE.match(value)
+    if match is None:
+        raise SearchError(f"_lastUpdated: {value[:64]!r} is not [prefix]YYYY[-MM[-DD[Thh:mm[:ss[.s]][zone]]]]")
+    prefix = match["prefix"] or "eq"
+    if prefix not in DATE_PREFIXES:
+        raise SearchError(
+            f"_lastUpdated: prefix {prefix!r} is not supported (supported: {', '.join(sorted(DATE_PREFIXES))})"
+        )
+    try:
+        start, end = _interval(match)
+    except (ValueError, OverflowError):
+        raise SearchError(f"_lastUpdated: {value[:64]!r} is not a valid date") from None
+    return prefix, start, end
+
+
+def _interval(match: re.Match[str]) -> tuple[datetime, datetime]:
+    """The interval a matched date value spans: a year, a month, a day, a minute, a second or a fraction."""
+    year, month, day = int(match["year"]), int(match["month"] or 1), int(match["day"] or 1)
+    zone = _zone(match["zone"])
+    if match["hour"] is None:
+        start = datetime(year, month, day, tzinfo=zone)
+        if match["day"]:
+            return start, start + timedelta(days=1)
+        if match["month"]:
+            return start, (start + timedelta(days=32)).replace(day=1)
+        return start, start.replace(year=year + 1)
+    fraction = match["fraction"] or ""
+    microseconds = int((fraction + "000000")[:6])
+    start = datetime(
+        year, month, day, int(match["hour"]), int(match["minute"]), int(match["second"] or 0), microseconds, zone
+    )
+    if match["second"] is None:
+        return start, start + timedelta(minutes=1)
+    return start, start + timedelta(microseconds=10 ** (6 - min(len(fraction), 6)) if fraction else 1_000_000)
+
+
+def _zone(text: str | None) -> tzinfo:
+    """The tzinfo of a ``Z``/``±hh:mm`` suffix; UTC when there is none [I]."""
+    if not text or text == "Z":
+        return UTC
+    offset = timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))
+    return timezone(-offset if text[0] == "-" else offset)
+
+
+def _match_date(text: str, value: str) -> bool:
+    """FHIR date search against a point in time: eq inside, ge/gt from the start/end on, le/lt before the end/start."""
+    instant = _instant(text) if text else None
+    if instant is None:
+        return False
+    prefix, start, end = date_range(value)
+    return {
+        "eq": start <= instant < end,
+        "ge": instant >= start,
+        "gt": instant >= end,
+        "le": instant < end,
+        "lt": instant < start,
+    }[prefix]
+
+
+def _last_updated(resource: dict[str, Any]) -> str:
+    return str((resource.get("meta") or {}).get("lastUpdated", ""))
+
+
 Matcher = Callable[[dict[str, Any], str, str], bool]
 """``(resource, one value, modifier) -> matches``; modifiers are checked before calling."""
 
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
+    """How one search parameter matches, which modifiers it takes, and how a value is checked before searching."""
+
     match: Matcher
     modifiers: frozenset[str] = frozenset({""})
+    check: Callable[[str], object] | None = None
 
 
 def _string(values: Callable[[dict[str, Any]], list[str]]) -> Parameter:
@@ -131,37 +294,72 @@ def _reference_parameter(element: str, target: str) -> Parameter:
 
 
 _ID = Parameter(lambda r, v, m: r.get("id") == v)
+_LAST_UPDATED = Parameter(lambda r, v, m: _match_date(_last_updated(r), v), check=date_range)
 _ACTIVE = Parameter(lambda r, v, m: _active(r, v))
 _IDENTIFIER = _token_parameter(_identifiers)
+_IDENTIFIER_TYPE = _token_parameter(_identifier_types)
 _MAILBOX = _string(mailboxes)
+_MAILBOX_TYPE = _token_parameter(mailbox_types)
+_ORGANIZATION_OF = {
+    kind: _reference_parameter(REFERENCE_ELEMENTS[f"{kind}:organization"], "Organization")
+    for kind in ("PractitionerRole", "HealthcareService", "Device")
+}
 
 PARAMETERS: dict[str, dict[str, Parameter]] = {
     "Practitioner": {
         "_id": _ID,
+        "_lastUpdated": _LAST_UPDATED,
         "identifier": _IDENTIFIER,
+        "identifier-type": _IDENTIFIER_TYPE,
         "family": _string(lambda r: _names(r, ("family",))),
         "given": _string(lambda r: _names(r, ("given",))),
         "name": _string(lambda r: _names(r, ("family", "given", "text", "prefix", "suffix"))),
         "mailbox-mss": _MAILBOX,
+        "mailbox-mss-type": _MAILBOX_TYPE,
+        "number-smartcard": _string(_smartcard_numbers),
         "active": _ACTIVE,
     },
     "PractitionerRole": {
         "_id": _ID,
+        "_lastUpdated": _LAST_UPDATED,
         "identifier": _IDENTIFIER,
-        "practitioner": _reference_parameter("practitioner", "Practitioner"),
-        "organization": _reference_parameter("organization", "Organization"),
+        "practitioner": _reference_parameter(REFERENCE_ELEMENTS["PractitionerRole:practitioner"], "Practitioner"),
+        "organization": _ORGANIZATION_OF["PractitionerRole"],
         "mailbox-mss": _MAILBOX,
+        "mailbox-mss-type": _MAILBOX_TYPE,
         "active": _ACTIVE,
     },
     "Organization": {
         "_id": _ID,
+        "_lastUpdated": _LAST_UPDATED,
         "identifier": _IDENTIFIER,
+        "identifier-type": _IDENTIFIER_TYPE,
         "name": _string(_organization_names),
         "mailbox-mss": _MAILBOX,
+        "mailbox-mss-type": _MAILBOX_TYPE,
         "active": _ACTIVE,
     },
+    "HealthcareService": {
+        "_id": _ID,
+        "_lastUpdated": _LAST_UPDATED,
+        "identifier": _IDENTIFIER,
+        "organization": _ORGANIZATION_OF["HealthcareService"],
+        "active": _ACTIVE,
+    },
+    "Device": {
+        "_id": _ID,
+        "_lastUpdated": _LAST_UPDATED,
+        "identifier": _IDENTIFIER,
+        "organization": _ORGANIZATION_OF["Device"],
+        "status": Parameter(lambda r, v, m: r.get("status") == v),
+    },
 }
-"""Search parameters per resource type (``identifier`` takes the RPPS, IDNPS or any other system)."""
+"""Search parameters per resource type (``identifier`` takes the RPPS, IDNPS or any other system).
+
+A subset of the real API's: the ones a practice uses to find a correspondent and its BAL, and to
+synchronise (``_lastUpdated``); the others (``address-*``, ``qualification-code``, ``role``,
+``type``, ``data-*``…) are refused like any unknown parameter.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +435,12 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], page_size: in
             raise SearchError(f"{raw_name}: too many values ({len(values)}, limit {MAX_VALUES})")
         if not any(values):
             raise SearchError(f"{raw_name}: empty value")
-        search.criteria.append(Criterion(name, modifier, tuple(v for v in values if v)))
+        kept = tuple(v for v in values if v)
+        check = table[name].check
+        if check is not None:
+            for value in kept:
+                check(value)
+        search.criteria.append(Criterion(name, modifier, kept))
     return search
 
 
@@ -259,14 +462,18 @@ def _result_parameter(search: Search, name: str, modifier: str, value: str, page
 
 
 __all__ = [
+    "DATE_PREFIXES",
     "IDNPS_SYSTEM",
     "PARAMETERS",
+    "REFERENCE_ELEMENTS",
     "RPPS_SYSTEM",
     "Criterion",
     "Search",
     "SearchError",
+    "date_range",
     "folded",
     "is_mailbox_mss",
+    "mailbox_types",
     "mailboxes",
     "parse_search",
 ]

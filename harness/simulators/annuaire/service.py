@@ -29,7 +29,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from harness.simulators.annuaire.directory import RESOURCE_TYPES, Directory
 from harness.simulators.annuaire.faults import AnnuaireFaultKind, FaultSwitch
-from harness.simulators.annuaire.search import Search, SearchError, parse_search
+from harness.simulators.annuaire.search import REFERENCE_ELEMENTS, Search, SearchError, parse_search
 
 PATH = "/fhir/v2"
 API_KEY_HEADER = "ESANTE-API-KEY"
@@ -362,13 +362,15 @@ class AnnuaireService:
         """Resources brought by ``_revinclude``/``_include`` for the matched page, without duplicates."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
         matched = [e["resource"] for e in entries]
-        if "PractitionerRole:practitioner" in search.revinclude:
-            wanted = {f"Practitioner/{r['id']}" for r in matched}
-            for role in self.directory.all("PractitionerRole"):
-                if (role.get("practitioner") or {}).get("reference") in wanted:
-                    found[("PractitionerRole", role["id"])] = role
+        for revinclude in search.revinclude:
+            source, _, _ = revinclude.partition(":")
+            element = REFERENCE_ELEMENTS[revinclude]
+            wanted = {f"{r['resourceType']}/{r['id']}" for r in matched}
+            for candidate in self.directory.all(source):
+                if (candidate.get(element) or {}).get("reference") in wanted:
+                    found[(source, candidate["id"])] = candidate
         for include in search.include:
-            element = include.split(":", 1)[1]
+            element = REFERENCE_ELEMENTS[include]
             for resource in matched:
                 reference = str((resource.get(element) or {}).get("reference", ""))
                 kind, _, resource_id = reference.rpartition("/")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.pki import TestPki
-from harness.simulators.annuaire.directory import Directory
+from harness.simulators.annuaire.directory import RESOURCE_TYPES, Directory
 from harness.simulators.annuaire.faults import AnnuaireFault, AnnuaireFaultKind, FaultSwitch, as_fault
 from harness.simulators.annuaire.server import AnnuaireServer, Limits, server_ssl_context
 from harness.simulators.annuaire.service import API_KEY_HEADER, PATH, AnnuaireService
@@ -100,7 +100,7 @@ class AnnuaireSimulator(ServedSimulator):
 
     # -- steering --------------------------------------------------------------------------------
     def add_resource(self, resource: Mapping[str, Any]) -> dict[str, Any]:
-        """Add (or replace) a Practitioner, PractitionerRole or Organization, validated by fhir.resources."""
+        """Add (or replace) a Practitioner, PractitionerRole, Organization, HealthcareService or Device (validated)."""
         return self.directory.add(resource)
 
     def set_fault(self, fault: AnnuaireFault | AnnuaireFaultKind | str, count: int | None = None) -> AnnuaireFault:
@@ -127,9 +127,7 @@ class AnnuaireSimulator(ServedSimulator):
         fresh = (
             Directory.default()
             if self._seed is None
-            else Directory(
-                [r for kind in ("Practitioner", "PractitionerRole", "Organization") for r in self._seed.all(kind)]
-            )
+            else Directory([r for kind in RESOURCE_TYPES for r in self._seed.all(kind)])
         )
         self.directory = fresh
         self._service.directory = fresh
