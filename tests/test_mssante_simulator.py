@@ -200,7 +200,7 @@ def test_a_zip_bomb_is_judged_in_bounded_time(operator: MssanteSimulator, pki: T
 
 
 def test_a_delivery_receipt_is_returned_when_asked(operator: MssanteSimulator, pki: TestPki) -> None:
-    from harness.validators.mss import dsn_recipients
+    from harness.validators.mss import check_dsn, dsn_recipients
 
     message = message_with_xdm(None)
     message["Return-Receipt-To"] = SUT_BAL
@@ -208,6 +208,9 @@ def test_a_delivery_receipt_is_returned_when_asked(operator: MssanteSimulator, p
     assert operator.wait_for_message(0, timeout=5) is not None
     (dsn,) = operator.mailbox(SUT_BAL)
     assert dsn_recipients(dsn.raw) == [(CORRESPONDENT, "delivered", "2.0.0")]
+    assert [
+        f.rule for f in check_dsn(dsn.raw, original_message_id=message["Message-ID"]) if f.severity.value != "info"
+    ] == []
 
 
 # -- TLS policies ---------------------------------------------------------------------------------
