@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,22 @@ from openapi_spec_validator import validate
 from harness.identity_feed.pam_fr import FeedPatient, build_identity_message
 from harness.pki import TestPki
 from harness.plugin.fixtures import insi_endpoint_config
+from harness.simulators.annuaire import AnnuaireSimulator
 from harness.simulators.insi import InsiSimulator
 from harness.sut.base import SutRefused
-from harness.sut.model import DmpEndpoint, EndpointConfig, Ins, PatientTraits
+from harness.sut.model import (
+    AnnuaireEndpoint,
+    DmpEndpoint,
+    EndpointConfig,
+    Ins,
+    MssanteEndpoint,
+    MssSendRequest,
+    PatientTraits,
+)
 from harness.sut.reference import ReferenceSut
 from tests.conftest import REPO
 from tests.dmp_stub import DmpStub
+from tests.test_reference_mss import BAL, PEER, OperatorStub
 
 SPEC = REPO / "harness" / "sut" / "openapi.yaml"
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -105,23 +116,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     return TestPki.generate(tmp_path_factory.mktemp("pki"))
 
 
-Driven = tuple[ReferenceSut, ContractCheck, InsiSimulator, DmpStub]
+Driven = tuple[ReferenceSut, ContractCheck, InsiSimulator, DmpStub, OperatorStub, AnnuaireSimulator]
 
 
 @pytest.fixture
 def driven(pki: TestPki, tmp_path: Path) -> Iterator[Driven]:
-    with InsiSimulator(pki) as insi, DmpStub(pki) as dmp:
+    with InsiSimulator(pki) as insi, DmpStub(pki) as dmp, OperatorStub(pki) as mss, AnnuaireSimulator(pki) as annuaire:
         sut = ReferenceSut(tmp_path / "reference", timeout_s=10.0)
         check = ContractCheck(sut.base_url)
         sut._session.hooks["response"].append(check)
         try:
-            yield sut, check, insi, dmp
+            yield sut, check, insi, dmp, mss, annuaire
         finally:
             sut.close()
 
 
 def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
-    sut, check, insi, dmp = driven
+    sut, check, insi, dmp, mss, annuaire = driven
     sut.describe()
     dmp_endpoint = DmpEndpoint(
         url=dmp.url,
@@ -196,6 +207,24 @@ def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
         "UpdateDocumentSet",
     ]
     sut.traces()  # the DMP calls are in the call log, in the Trace shape
+
+    ca_pem = insi.pki.ca_bundle_pem.decode("ascii")
+    sut.configure_endpoints(
+        EndpointConfig(
+            mssante=MssanteEndpoint(**mss.config()), annuaire=AnnuaireEndpoint(annuaire.url, annuaire.api_key, ca_pem)
+        )
+    )
+    request = MssSendRequest(patient.id, (produced.document_id,), (PEER,), to_patient=True, read_receipt=True)
+    assert sut.send_mss(request).result == "sent"
+    question = EmailMessage()
+    question["From"], question["To"], question["Subject"] = PEER, BAL, "Avis"
+    question["Message-ID"] = "<contract-q@cabinet-lilas.mssante.fr>"
+    question.set_content("Pouvez-vous me rappeler ?")
+    mss.deliver(question.as_bytes())
+    [received] = sut.fetch_mss()
+    assert sut.reply_mss(received.message_id, "Bien reçu").result == "sent"
+    assert sut.find_correspondents(family="MARTIN") and sut.find_correspondents(idnps="810000000001")
+    sut.traces()  # the MSSanté and Annuaire calls too
 
     assert check.problems == []
     assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"

@@ -2,9 +2,10 @@
 
 This is the only door the harness uses to drive the practice. Every answer is JSON;
 every error is ``application/problem+json`` with the status the contract implies:
-400 for a body that is not JSON, 404 for an unknown identity, document or path, 409 when
+400 for a body that is not JSON, 404 for an unknown identity, document, message or path, 409 when
 the operation does not apply (nothing configured, no INS to verify, a document the practice
-did not produce), 422 for refused data,
+did not produce), 422 for refused data, 502 when the MSSanté operator or the Annuaire Santé
+cannot be used (the reason in the detail),
 and even an unexpected failure is a 500 with a JSON body, never a bare traceback.
 """
 
@@ -20,17 +21,32 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from harness.reference import PUBLISHER, SOFTWARE, __version__
+from harness.reference.annuaire_client import AnnuaireClient, AnnuaireUnavailable
 from harness.reference.dmp import DmpService
 from harness.reference.documents import DocumentService
 from harness.reference.feeds import FeedIntegrator
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
+from harness.reference.mss import MssService, OperatorUnavailable, UnknownMessage
 from harness.reference.settings import parse_instant
 from harness.reference.store import UnknownDocument
 
 log = logging.getLogger("harness.reference")
 
-CAPABILITIES = ("identity", "insi", "identity-feed", "worklist", "traces", "clock", "reset", "documents", "dmp")
+CAPABILITIES = (
+    "identity",
+    "insi",
+    "identity-feed",
+    "worklist",
+    "traces",
+    "clock",
+    "reset",
+    "documents",
+    "dmp",
+    "mssante",
+    "annuaire",
+)
+MAX_QUERY = 200
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[..., tuple[int, Any]]
@@ -55,6 +71,7 @@ class ControlApi:
         self.mllp = mllp
         self.documents = documents or DocumentService(service)
         self.dmp = DmpService(self.documents)
+        self.mss = MssService(self.documents)
         self._routes: dict[str, Handler] = {
             "capabilities": self.capabilities,
             "endpoints": self.put_endpoints,
@@ -75,6 +92,10 @@ class ControlApi:
             "validate": self.validate_document,
             "dmp_action": self.dmp_action,
             "dmp_consent": self.dmp_consent,
+            "mss_send": self.mss_send,
+            "mss_fetch": self.mss_fetch,
+            "mss_reply": self.mss_reply,
+            "annuaire_search": self.annuaire_search,
             "identity_feed": self.identity_feed,
             "worklist": self.worklist,
             "traces": self.traces,
@@ -100,6 +121,10 @@ class ControlApi:
                 Rule("/patients/<patient_id>/documents/<doc>/validate", endpoint="validate", methods=["POST"]),
                 Rule("/patients/<patient_id>/documents/<doc>/dmp", endpoint="dmp_action", methods=["POST"]),
                 Rule("/patients/<patient_id>/dmp-consent", endpoint="dmp_consent", methods=["PUT"]),
+                Rule("/patients/<patient_id>/mss-messages", endpoint="mss_send", methods=["POST"]),
+                Rule("/mss/fetch", endpoint="mss_fetch", methods=["POST"]),
+                Rule("/mss/replies", endpoint="mss_reply", methods=["POST"]),
+                Rule("/annuaire/practitioners", endpoint="annuaire_search", methods=["GET"]),
                 Rule("/identity-feeds", endpoint="identity_feed", methods=["POST"]),
                 Rule("/worklist", endpoint="worklist", methods=["GET"]),
                 Rule("/traces", endpoint="traces", methods=["GET"]),
@@ -124,10 +149,14 @@ class ControlApi:
             return _problem(404, "Unknown identity", str(exc))
         except UnknownDocument as exc:
             return _problem(404, "Unknown document", str(exc))
+        except UnknownMessage as exc:
+            return _problem(404, "Unknown message", str(exc))
         except Conflict as exc:
             return _problem(409, "Not applicable now", str(exc))
         except InvalidInput as exc:
             return _problem(422, "Refused", str(exc))
+        except (OperatorUnavailable, AnnuaireUnavailable) as exc:
+            return _problem(502, "National service unavailable", str(exc))
         except HTTPException as exc:
             return _problem(exc.code or 500, exc.name, exc.description or "")
         except Exception as exc:
@@ -214,6 +243,39 @@ class ControlApi:
     def dmp_consent(self, request: Request, patient_id: str) -> tuple[int, Any]:
         self.dmp.set_consent(patient_id, _json(request))
         return 204, None
+
+    def mss_send(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.mss.send(patient_id, _json(request)).to_json()
+
+    def mss_fetch(self, request: Request) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, {"messages": [m.to_json() for m in self.mss.fetch()]}
+
+    def mss_reply(self, request: Request) -> tuple[int, Any]:
+        return 200, self.mss.reply(_json(request)).to_json()
+
+    def annuaire_search(self, request: Request) -> tuple[int, Any]:
+        idnps, family, given = (request.args.get(name, "").strip() for name in ("idnps", "family", "given"))
+        if not (idnps or family or given):
+            raise InvalidInput("give 'idnps', or 'family' and/or 'given'")
+        if max(len(idnps), len(family), len(given)) > MAX_QUERY:
+            raise InvalidInput(f"a search term is longer than {MAX_QUERY} characters")
+        endpoint = self.service.endpoints.annuaire()
+        if endpoint is None:
+            raise Conflict("no Annuaire Santé endpoint configured (PUT /config/endpoints)")
+        client = AnnuaireClient(endpoint, self.service.call_timeout_s, self.service.defects)
+        trace: dict[str, Any] = {
+            "timestamp": self.service.clock.iso(),
+            "service": "Annuaire Santé",
+            "operation": "search Practitioner",
+        }
+        try:
+            found = client.find(idnps, family, given)
+        except AnnuaireUnavailable as exc:
+            self.service.store.add_trace({**trace, "return_code": "error", "detail": str(exc)})
+            raise
+        self.service.store.add_trace({**trace, "return_code": "ok", "detail": f"{len(found)} practitioner(s)"})
+        return 200, {"correspondents": [c.to_json() for c in found]}
 
     def identity_feed(self, request: Request) -> tuple[int, Any]:
         body = _json(request)

@@ -1,4 +1,4 @@
-"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS document or DMP rule.
+"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté or Annuaire rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -49,6 +49,32 @@ DEFECTS: dict[str, str] = {
     "dmp-delete-local-only": "a deletion is recorded locally and reported done, but never reaches the DMP.",
     "dmp-replace-without-rplc": "a replacement is sent as a new document, with no RPLC association.",
     "dmp-no-auto-feed": "validating a document does not feed the DMP.",
+    "mss-no-nil": "MSSanté messages carry no X-MSS-NIL header.",
+    "mss-wrong-ins": "X-MSS-INS is N although the CDA carries the qualified INS.",
+    "mss-no-codecda": "a message carrying CDA documents has no X-MSS-CODECDA header.",
+    "mss-subject-no-prefix": "the subject of a message carrying documents lacks the 'XDM/1.0/DDM+' prefix.",
+    "mss-xdm-no-metadata": "the IHE_XDM.ZIP has no METADATA.XML.",
+    "mss-two-patients": "the XDM also carries the most recent document of another patient of the practice.",
+    "mss-accepts-tls10": "the MSSanté TLS client accepts TLS 1.0 (cipher string 'DEFAULT:@SECLEVEL=0').",
+    "mss-weak-ciphers": "the MSSanté TLS client offers every TLS 1.2 cipher ('ALL:@SECLEVEL=0'), not the six allowed.",
+    "mss-accepts-expired-cert": "the MSSanté TLS client does not check the validity dates of the server certificate.",
+    "mss-accepts-any-cert": "the MSSanté TLS client checks neither the server certificate nor its host name.",
+    "mss-system-ca-only": "the MSSanté TLS client trusts the system store only, not the configured CA bundle.",
+    "mss-no-message-id": "MSSanté messages carry no Message-ID.",
+    "mss-reply-no-in-reply-to": "a reply carries neither In-Reply-To nor References.",
+    "mss-no-return-receipt": "no Return-Receipt-To even when a delivery receipt is asked for.",
+    "mss-bare-from": "the From header is the bare BAL address, without the sender's display label.",
+    "mss-no-fin": "no X-MSS-MES: FIN even when the professional wants no reply.",
+    "mss-unqualified-patient": "a RECUP identity (INS from INSi, not qualified) is written to at its patient BAL too.",
+    "mss-smtp-plaintext": "SMTP AUTH and MAIL are sent in clear, without STARTTLS.",
+    "mss-imap-plaintext": "IMAP LOGIN is sent in clear, without STARTTLS.",
+    "mss-integrate-by-traits": (
+        "a received XDM is attached to the patient named by the subject's birth name and birth date, "
+        "not to the METADATA patientId (INS)."
+    ),
+    "mss-dst-internet-entry": "a DST submission goes to the 'internet' entry point, not the IGC-Santé one.",
+    "ann-wrong-mailbox": "the correspondent's BAL is the first e-mail telecom, not the one typed MSSANTE.",
+    "ann-no-api-key": "Annuaire Santé searches are sent without the ESANTE-API-KEY header.",
 }
 """Defect name → what it breaks."""
 

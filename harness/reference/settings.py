@@ -1,6 +1,6 @@
-"""What the harness configures in the practice: its clock and the INSi and DMP endpoints.
+"""What the harness configures in the practice: its clock and the INSi, DMP, MSSanté and Annuaire endpoints.
 
-Both survive a restart (they live in the settings table). PEM material is checked,
+All survive a restart (they live in the settings table). PEM material is checked,
 then written to files under the database folder, because the TLS stack reads
 certificates and keys from files; private keys are written owner-only.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from harness.reference.annuaire_client import AnnuaireEndpoint
 from harness.reference.dmp_client import DmpEndpoint
 from harness.reference.insi import InsiEndpoint
 from harness.reference.model import InvalidInput
+from harness.reference.mss_transport import MssanteEndpoint
 from harness.reference.store import Store
 
 
@@ -68,7 +71,7 @@ def installation_id(store: Store) -> str:
 
 
 class EndpointSettings:
-    """The INSi and DMP endpoints the harness pointed the practice at (an endpoint absent from a body is kept)."""
+    """The endpoints the harness pointed the practice at (an endpoint absent from a body is kept)."""
 
     def __init__(self, store: Store, folder: Path) -> None:
         self._store = store
@@ -79,8 +82,16 @@ class EndpointSettings:
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object")
         checked = {name: self._checked(name, body[name]) for name in ("insi", "dmp") if body.get(name) is not None}
+        mssante = _mssante_section(body["mssante"]) if body.get("mssante") is not None else None
+        annuaire = _annuaire_section(body["annuaire"]) if body.get("annuaire") is not None else None
         for name, (url, pems) in checked.items():
             self._write(name, url, pems)
+        if mssante is not None:
+            fields, pems = mssante
+            self._write("mssante", "", pems, fields)
+        if annuaire is not None:
+            fields, pems = annuaire
+            self._write("annuaire", str(fields.pop("url")), pems, fields)
 
     def _checked(self, name: str, section: Any) -> tuple[str, dict[str, str]]:
         if not isinstance(section, dict):
@@ -105,7 +116,7 @@ class EndpointSettings:
                 _check_key(f"{name}.{key_name}", pems[key_name])
         return url, pems
 
-    def _write(self, name: str, url: str, pems: dict[str, str]) -> None:
+    def _write(self, name: str, url: str, pems: dict[str, str], fields: dict[str, Any] | None = None) -> None:
         pki = self._folder / "pki"
         pki.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {}
@@ -114,7 +125,7 @@ class EndpointSettings:
                 path = pki / f"{name}-{field.removesuffix('_pem').replace('_', '-')}.pem"
                 _write_private(path, text)
                 files[field] = str(path)
-        self._store.set_setting(name, json.dumps({"url": url, "files": files}))
+        self._store.set_setting(name, json.dumps({"url": url, "files": files, **(fields or {})}))
 
     def insi(self) -> InsiEndpoint | None:
         """The configured INSi endpoint, or None."""
@@ -150,11 +161,95 @@ class EndpointSettings:
             client_key_file=Path(files["client_key_pem"]),
         )
 
+    def mssante(self) -> MssanteEndpoint | None:
+        """The configured MSSanté operator and BAL, or None."""
+        raw = self._store.get_setting("mssante")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        files: dict[str, str] = data["files"]
+        return MssanteEndpoint(
+            smtp_host=data["smtp_host"],
+            smtp_port=int(data["smtp_port"]),
+            imap_host=data["imap_host"],
+            imap_port=int(data["imap_port"]),
+            ca_file=Path(files["ca_pem"]),
+            client_cert_file=Path(files["client_cert_pem"]),
+            client_key_file=Path(files["client_key_pem"]),
+            address=data["address"],
+            password=data["password"],
+            dst_urls=dict(data.get("dst_urls") or {}),
+        )
+
+    def annuaire(self) -> AnnuaireEndpoint | None:
+        """The configured Annuaire Santé FHIR API, or None."""
+        raw = self._store.get_setting("annuaire")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return AnnuaireEndpoint(url=data["url"], api_key=data["api_key"], ca_file=Path(data["files"]["ca_pem"]))
+
 
 _PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem", "cps_cert_pem", "cps_key_pem")
 _DMP_PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem")
 """The DMP needs them all: the organisation certificate is the TLS identity and the VIHF signing key."""
 _PAIRS = (("client_cert_pem", "client_key_pem"), ("cps_cert_pem", "cps_key_pem"))
+
+
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+
+
+def _mssante_section(section: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checked ``mssante`` section: its plain fields, and its PEMs (all three required)."""
+    name = "mssante"
+    if not isinstance(section, dict):
+        raise InvalidInput(f"'{name}' must be an object")
+    fields: dict[str, Any] = {}
+    for protocol in ("smtp", "imap"):
+        host, port = section.get(f"{protocol}_host"), section.get(f"{protocol}_port")
+        if not isinstance(host, str) or not _HOST.match(host):
+            raise InvalidInput(f"'{name}.{protocol}_host' must be a host name or an IP address")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise InvalidInput(f"'{name}.{protocol}_port' must be a TCP port (1-65535)")
+        fields[f"{protocol}_host"], fields[f"{protocol}_port"] = host, port
+    address, password = section.get("address"), section.get("password")
+    if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+        raise InvalidInput(f"'{name}.address' must be the BAL's e-mail address")
+    if not isinstance(password, str):
+        raise InvalidInput(f"'{name}.password' must be a string")
+    fields["address"], fields["password"] = address.strip(), password
+    dst_urls = section.get("dst_urls") or {}
+    if not isinstance(dst_urls, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.startswith("https://") for k, v in dst_urls.items()
+    ):
+        raise InvalidInput(f"'{name}.dst_urls' must map entry-point kinds to https URLs")
+    fields["dst_urls"] = dict(dst_urls)
+    pems = {field: _pem_field(section, name, field) for field in _DMP_PEM_FIELDS}
+    for field in _DMP_PEM_FIELDS:
+        if not pems[field]:
+            raise InvalidInput(f"'{name}.{field}' is required")
+    _check_certificates(f"{name}.ca_pem", pems["ca_pem"])
+    _check_certificates(f"{name}.client_cert_pem", pems["client_cert_pem"])
+    _check_key(f"{name}.client_key_pem", pems["client_key_pem"])
+    return fields, pems
+
+
+def _annuaire_section(section: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checked ``annuaire`` section: url and API key, and the CA bundle."""
+    name = "annuaire"
+    if not isinstance(section, dict):
+        raise InvalidInput(f"'{name}' must be an object")
+    url, api_key = section.get("url"), section.get("api_key")
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise InvalidInput(f"'{name}.url' must be an https URL")
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise InvalidInput(f"'{name}.api_key' must be a non-empty string")
+    ca_pem = _pem_field(section, name, "ca_pem")
+    if not ca_pem:
+        raise InvalidInput(f"'{name}.ca_pem' is required")
+    _check_certificates(f"{name}.ca_pem", ca_pem)
+    return {"url": url.rstrip("/"), "api_key": api_key.strip()}, {"ca_pem": ca_pem}
 
 
 def _pem_field(section: dict[str, Any], section_name: str, name: str) -> str:

@@ -1,4 +1,4 @@
-"""The practice's SQLite database: identities, INS history, call log, work list, documents, DMP, settings.
+"""The practice's SQLite database: identities, INS history, call log, work list, documents, DMP, MSSanté, settings.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
 afterwards and a restarted process finds its configuration again. One connection,
@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS dmp_documents (
     data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dmp_consent (patient_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mss_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    data TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mss_messages_id ON mss_messages(message_id, direction);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -259,12 +267,35 @@ class Store:
                 (patient_id, json.dumps(consent, ensure_ascii=False)),
             )
 
+    # -- MSSanté --------------------------------------------------------------------------
+    def add_mss_message(self, message_id: str, direction: str, data: dict[str, Any], raw: bytes) -> None:
+        """Keep a message the practice sent (``out``) or read (``in``), with what it did with it."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO mss_messages(message_id, direction, data, raw) VALUES (?, ?, ?, ?)",
+                (message_id, direction, json.dumps(data, ensure_ascii=False), raw),
+            )
+
+    def find_mss_message(self, message_id: str, direction: str) -> tuple[dict[str, Any], bytes] | None:
+        """The latest message kept with this Message-ID in this direction, or None."""
+        with self._lock:
+            query = "SELECT data, raw FROM mss_messages WHERE message_id = ? AND direction = ? ORDER BY seq DESC"
+            row = self._db.execute(query, (message_id, direction)).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), bytes(row[1]))
+
+    def list_mss_messages(self, direction: str) -> list[dict[str, Any]]:
+        with self._lock:
+            query = "SELECT message_id, data FROM mss_messages WHERE direction = ? ORDER BY seq"
+            rows = self._db.execute(query, (direction,)).fetchall()
+        return [{"message_id": r[0], **json.loads(r[1])} for r in rows]
+
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
-        """Forget identities, INS history, call log, work list, documents and DMP state; keep settings."""
+        """Forget identities, INS history, call log, work list, documents, DMP and MSSanté state; keep settings."""
+        tables = ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent"):
+            for table in (*tables, "mss_messages"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
 

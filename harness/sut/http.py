@@ -20,13 +20,17 @@ import requests
 from harness.sut.base import SutAdapter, SutError, SutRefused
 from harness.sut.model import (
     Capability,
+    Correspondent,
     DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
+    MssOutcome,
+    MssSendRequest,
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    ReceivedMessage,
     StoredDocument,
     SutDescription,
     TraceEntry,
@@ -250,6 +254,47 @@ class HttpSut(SutAdapter):
         self.require(Capability.DMP)
         body = {"feed_opposition": feed_opposition, "consultation_opposition": consultation_opposition}
         self._call("PUT", f"/patients/{patient_id}/dmp-consent", body)
+
+    # -- MSSanté and the Annuaire Santé ---------------------------------------------------
+    def send_mss(self, request: MssSendRequest) -> MssOutcome:
+        self.require(Capability.MSSANTE)
+        data = self._call("POST", f"/patients/{request.patient_id}/mss-messages", request.to_json())
+        return _mss_outcome(data, "POST /patients/{id}/mss-messages")
+
+    def fetch_mss(self) -> list[ReceivedMessage]:
+        self.require(Capability.MSSANTE)
+        data = self._call("POST", "/mss/fetch", {})
+        where = "POST /mss/fetch"
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            raise SutError(f"{where}: expected an object with a 'messages' list")
+        try:
+            return [ReceivedMessage.from_json(m) for m in data["messages"]]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SutError(f"{where}: malformed message in the answer ({exc})") from None
+
+    def reply_mss(self, message_id: str, text: str) -> MssOutcome:
+        self.require(Capability.MSSANTE)
+        data = self._call("POST", "/mss/replies", {"message_id": message_id, "text": text})
+        return _mss_outcome(data, "POST /mss/replies")
+
+    def find_correspondents(self, idnps: str = "", family: str = "", given: str = "") -> list[Correspondent]:
+        self.require(Capability.ANNUAIRE)
+        params = {name: value for name, value in (("idnps", idnps), ("family", family), ("given", given)) if value}
+        data = self._call("GET", "/annuaire/practitioners", params=params)
+        where = "GET /annuaire/practitioners"
+        if not isinstance(data, dict) or not isinstance(data.get("correspondents"), list):
+            raise SutError(f"{where}: expected an object with a 'correspondents' list")
+        try:
+            return [Correspondent.from_json(c) for c in data["correspondents"]]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SutError(f"{where}: malformed correspondent in the answer ({exc})") from None
+
+
+def _mss_outcome(data: Any, where: str) -> MssOutcome:
+    try:
+        return MssOutcome.from_json(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SutError(f"{where}: malformed answer ({exc})") from None
 
 
 def _segment(document_id: str) -> str:

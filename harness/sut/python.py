@@ -19,13 +19,17 @@ from typing import Any, TypeVar
 
 from harness.sut.base import SutAdapter, SutError
 from harness.sut.model import (
+    Correspondent,
     DmpOutcome,
     EndpointConfig,
     FeedAck,
     InsOperationResult,
+    MssOutcome,
+    MssSendRequest,
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    ReceivedMessage,
     StoredDocument,
     SutDescription,
     TraceEntry,
@@ -189,6 +193,19 @@ class PythonSut(SutAdapter):
 
     def set_dmp_consent(self, patient_id: str, feed_opposition: bool, consultation_opposition: bool) -> None:
         self._delegate("set_dmp_consent", patient_id, feed_opposition, consultation_opposition)
+
+    def send_mss(self, request: MssSendRequest) -> MssOutcome:
+        return _typed(self._delegate("send_mss", request), MssOutcome, "send_mss")
+
+    def fetch_mss(self) -> list[ReceivedMessage]:
+        return _typed_list(self._delegate("fetch_mss"), ReceivedMessage, "fetch_mss")
+
+    def reply_mss(self, message_id: str, text: str) -> MssOutcome:
+        return _typed(self._delegate("reply_mss", message_id, text), MssOutcome, "reply_mss")
+
+    def find_correspondents(self, idnps: str = "", family: str = "", given: str = "") -> list[Correspondent]:
+        found = self._delegate("find_correspondents", idnps, family, given)
+        return _typed_list(found, Correspondent, "find_correspondents")
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
