@@ -233,15 +233,105 @@ def test_each_dmp_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path)
     _assert_caught(defect, expected, run_insi_scenarios(tmp_path / "run", f"reference:{defect}", tests, scenarios=DMP))
 
 
+MSSANTE = REPO / "scenarios" / "test_mssante.py"
+OLD_TLS = "test_an_operator_offering_only_tls_before_1_2_is_refused"
+IGC = "test_igc_sante_operator_certificates_are_accepted_and_only_those"
+PATIENT = "test_a_patient_is_written_to_only_with_a_qualified_ins"
+EVERY_PROTOCOL = "test_every_protocol_to_the_operator_runs_over_tls"
+ONE_PATIENT = "test_a_message_carries_one_patient_as_xdm_and_pdf"
+
+MSS_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "mss-no-nil": [("test_x_mss_nil_is_on_every_message", "mss.x-mss-nil")],
+    "mss-wrong-ins": [
+        ("test_x_mss_ins_says_whether_the_xdm_carries_a_qualified_ins", "mss.x-mss-ins.consistency"),
+        (f"{PATIENT}[QUAL]", "mss.x-mss-ins.consistency"),
+    ],
+    "mss-no-codecda": [("test_x_mss_codecda_gives_the_code_of_each_cda", "mss.x-mss-codecda")],
+    "mss-subject-no-prefix": [("test_the_subject_follows_the_xdm_convention", "mss.subject")],
+    "mss-xdm-no-metadata": [(ONE_PATIENT, "xdm.layout.metadata")],
+    "mss-two-patients": [(ONE_PATIENT, "mss.one-patient")],
+    "mss-accepts-tls10": [
+        (f"{OLD_TLS}[tls1.0]", "mss.tls.old-version-accepted"),
+        (f"{OLD_TLS}[tls1.1]", "mss.tls.old-version-accepted"),
+        ("test_the_client_negotiates_tls_1_2_or_later_only", "mss.tls.old-version-accepted"),
+    ],
+    "mss-weak-ciphers": [("test_only_the_allowed_cipher_suites_are_offered", "mss.tls.cipher-offered")],
+    "mss-accepts-expired-cert": [("test_an_expired_operator_certificate_is_refused", "mss.tls.expired-accepted")],
+    "mss-accepts-any-cert": [
+        (f"{IGC}[non-igc]", "mss.tls.non-igc-accepted"),
+        ("test_an_expired_operator_certificate_is_refused", "mss.tls.expired-accepted"),
+    ],
+    "mss-system-ca-only": [(f"{IGC}[igc-sante]", "mss.tls.igc-refused")],
+    "mss-no-message-id": [("test_a_new_message_has_a_message_id", "mss.message-id")],
+    "mss-reply-no-in-reply-to": [("test_a_reply_is_threaded", "mss.in-reply-to")],
+    "mss-no-return-receipt": [("test_a_delivery_receipt_can_be_asked_for", "mss.return-receipt-to")],
+    "mss-bare-from": [("test_the_from_label_names_the_professional", "mss.from.label")],
+    "mss-no-fin": [("test_a_patient_message_can_forbid_replies", "mss.x-mss-mes")],
+    "mss-unqualified-patient": [(f"{PATIENT}[RECUP]", "mss.patient.unqualified")],
+    "mss-smtp-plaintext": [
+        ("test_messages_are_submitted_over_smtp_with_starttls", "mss.smtp.starttls"),
+        (EVERY_PROTOCOL, "mss.tls.smtp-plaintext"),
+    ],
+    "mss-imap-plaintext": [
+        ("test_the_bal_is_read_over_imap_with_starttls", "mss.imap.starttls"),
+        (EVERY_PROTOCOL, "mss.tls.imap-plaintext"),
+    ],
+    "mss-integrate-by-traits": [
+        ("test_a_received_xdm_is_integrated_for_the_patient_of_its_metadata", "mss.receive.patient")
+    ],
+    "mss-dst-internet-entry": [("test_dst_submissions_use_the_igc_sante_entry_point", "mss.dst.entry-point")],
+}
+"""The same for the MSSanté scenarios."""
+
+ANNUAIRE = REPO / "scenarios" / "test_annuaire.py"
+LOOKUP = "test_a_correspondent_is_found_with_his_mssante_address_and_written_to"
+ANN_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "ann-wrong-mailbox": [(LOOKUP, "ann.mailbox.mss")],
+    "ann-no-api-key": [(LOOKUP, "ann.lookup.api-key")],
+}
+"""The same for the Annuaire Santé scenarios."""
+
+
+@pytest.mark.parametrize(
+    ("scenarios", "catches"), [(MSSANTE, MSS_CATCHES), (ANNUAIRE, ANN_CATCHES)], ids=["mss", "ann"]
+)
+def test_the_conforming_reference_system_passes_every_mssante_and_annuaire_scenario(
+    scenarios: Path, catches: dict[str, list[tuple[str, str]]], tmp_path: Path
+) -> None:
+    verdicts = run_insi_scenarios(tmp_path / "run", "reference", scenarios=scenarios)
+    assert set(verdicts) >= {test for entries in catches.values() for test, _ in entries}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
+
+@pytest.mark.parametrize(
+    ("defect", "scenarios"),
+    [(d, MSSANTE) for d in sorted(MSS_CATCHES)] + [(d, ANNUAIRE) for d in sorted(ANN_CATCHES)],
+)
+def test_each_mssante_and_annuaire_defect_is_caught_by_its_scenarios(
+    defect: str, scenarios: Path, tmp_path: Path
+) -> None:
+    expected = {**MSS_CATCHES, **ANN_CATCHES}[defect]
+    tests = sorted({t for t, _ in expected})
+    verdicts = run_insi_scenarios(tmp_path / "run", f"reference:{defect}", tests, scenarios=scenarios)
+    _assert_caught(defect, expected, verdicts)
+
+
 def test_every_defect_is_in_the_suite() -> None:
-    suites = [set(CATCHES), set(DOCUMENT_CATCHES), set(DMP_CATCHES)]
+    suites = [set(CATCHES), set(DOCUMENT_CATCHES), set(DMP_CATCHES), set(MSS_CATCHES), set(ANN_CATCHES)]
     assert sum(len(s) for s in suites) == len(set().union(*suites))
     assert set().union(*suites) == set(DEFECTS)
 
 
 @pytest.mark.parametrize(
     ("scenarios", "catches", "at_least"),
-    [(SCENARIOS, CATCHES, 20), (DOCUMENTS, DOCUMENT_CATCHES, 9), (DMP, DMP_CATCHES, 10)],
+    [
+        (SCENARIOS, CATCHES, 20),
+        (DOCUMENTS, DOCUMENT_CATCHES, 9),
+        (DMP, DMP_CATCHES, 10),
+        (MSSANTE, MSS_CATCHES, 24),
+        (ANNUAIRE, ANN_CATCHES, 1),
+    ],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(
     scenarios: Path, catches: dict[str, list[tuple[str, str]]], at_least: int
