@@ -160,6 +160,29 @@ def test_serve_prints_the_endpoints_and_the_certificates(tmp_path: Path) -> None
     assert (tmp_path / "organisation-chain.pem").exists() and (tmp_path / "organisation.key").exists()
 
 
+def _serve(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``serve`` started for 20 s (PKI in ``tmp_path/pki``), and what it printed until it announced its endpoints."""
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "harness.cli", "serve", "--duration=20", f"--pki-dir={tmp_path / 'pki'}"),
+            *options,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not any("stopping in" in line for line in lines):
+        line = process.stdout.readline()
+        if not line:
+            process.kill()
+            raise AssertionError("serve stopped before announcing its endpoints: " + "".join(lines))
+        lines.append(line)
+    return process, lines
+
+
 def test_serve_with_a_fault_answers_a_zeep_client_and_saves_what_it_recorded(tmp_path: Path) -> None:
     """A QA engineer's manual session: start ``serve`` with a fault, call it with zeep, read the saved exchanges."""
     import requests
@@ -168,23 +191,8 @@ def test_serve_with_a_fault_answers_a_zeep_client_and_saves_what_it_recorded(tmp
     from zeep.transports import Transport
 
     saved = tmp_path / "exchanges"
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "harness.cli", "serve", "--duration=20", f"--pki-dir={tmp_path / 'pki'}"),
-            *("--fault=soap-fault", f"--save-exchanges={saved}"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
-    )
+    process, lines = _serve(tmp_path, "--fault=soap-fault", f"--save-exchanges={saved}")
     try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not any("stopping in" in line for line in lines):
-            line = process.stdout.readline()
-            assert line, "serve stopped before announcing its endpoint: " + "".join(lines)
-            lines.append(line)
         url = next(word for line in lines for word in line.split() if word.startswith("https://127.0.0.1:"))
         pki = tmp_path / "pki"
         session = requests.Session()
@@ -215,23 +223,8 @@ def test_serve_takes_mail_from_smtplib_and_saves_the_session(tmp_path: Path) -> 
     import ssl
 
     saved = tmp_path / "exchanges"
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "harness.cli", "serve", "--duration=20", f"--pki-dir={tmp_path / 'pki'}"),
-            f"--save-exchanges={saved}",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
-    )
+    process, lines = _serve(tmp_path, f"--save-exchanges={saved}")
     try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        while not any("stopping in" in line for line in lines):
-            line = process.stdout.readline()
-            assert line, "serve stopped before announcing its endpoints: " + "".join(lines)
-            lines.append(line)
         text = "".join(lines)
         found = re.search(r"SMTP port (\d+) and IMAP port (\d+).*login (\S+), password (\S+);", text, re.S)
         assert found, text

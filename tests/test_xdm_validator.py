@@ -5,49 +5,19 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
-from pathlib import Path
 
 import pytest
-from lxml import etree
 
 from harness.validators.xdm import check_xdm
-from harness.validators.xds import RIM
-from tests.pdf_samples import conforming_pdfa
-from tests.xds_samples import submission_for
+from tests.mss_samples import ANS_N1, EXAMPLE_INS
+from tests.mss_samples import metadata_for as _metadata
+from tests.mss_samples import xdm_members as _members
+from tests.mss_samples import zipped as _zip
 
-ANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ans" / "TestContenuCDA-3-0"
-N1 = ANS / "ExemplesCDA" / "DOC_NON_STRUCTURE_CDA-R2-N1.xml"
-INS = ("279035121518989", "1.2.250.1.213.1.4.10")
+N1 = ANS_N1
+INS = EXAMPLE_INS
 
 pytestmark = pytest.mark.skipif(not N1.is_file(), reason="ANS example documents not found beside the repository")
-
-
-def _metadata(cda: bytes, uri: str = "DOC0001.XML") -> bytes:
-    request = submission_for(cda)
-    entry = next(request.iter(f"{{{RIM}}}ExtrinsicObject"))
-    slot = etree.Element(f"{{{RIM}}}Slot", name="URI")
-    etree.SubElement(etree.SubElement(slot, f"{{{RIM}}}ValueList"), f"{{{RIM}}}Value").text = uri
-    entry.insert(0, slot)
-    return bytes(etree.tostring(request, xml_declaration=True, encoding="UTF-8"))
-
-
-def _members(cda: bytes | None = None) -> dict[str, bytes]:
-    cda = cda if cda is not None else N1.read_bytes()
-    return {
-        "INDEX.HTM": b"<html><body>IHE XDM</body></html>",
-        "README.TXT": b"Package IHE XDM",
-        "IHE_XDM/SUBSET01/METADATA.XML": _metadata(cda),
-        "IHE_XDM/SUBSET01/DOC0001.XML": cda,
-        "IHE_XDM/SUBSET01/DOC0001.PDF": conforming_pdfa(),
-    }
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def _errors(data: bytes) -> set[str]:

@@ -24,7 +24,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, getaddresses, make_msgid
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.findings import Finding
 from harness.pki import TestPki
@@ -38,6 +38,7 @@ OPERATOR_DOMAIN = "operateur-test.mssante.fr"
 """The domain the simulator's MTA names itself by (``Reporting-MTA``, ``Message-ID`` of its DSN)."""
 
 Validator = Callable[[bytes], list[Finding]]
+T = TypeVar("T")
 
 
 def default_validator(raw: bytes) -> list[Finding]:
@@ -182,25 +183,21 @@ class Operator:
     # -- waiting ---------------------------------------------------------------------------------
     def wait_for_message(self, after: int, timeout: float) -> SubmittedMessage | None:
         """The first message with seq > ``after``, waiting up to ``timeout`` seconds (None on silence)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                found = [m for m in self.messages if m.seq > after]
-                if found:
-                    return found[0]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._lock.wait(left)
+        return self._first(lambda: [m for m in self.messages if m.seq > after], timeout)
 
     def wait_for_session(self, after: int, protocol: str, timeout: float) -> MailSession | None:
         """The first ended session of ``protocol`` with seq > ``after``, waiting up to ``timeout`` seconds."""
+        return self._first(
+            lambda: [s for s in self.sessions if s.seq > after and s.protocol == protocol and s.ended], timeout
+        )
+
+    def _first(self, found: Callable[[], list[T]], timeout: float) -> T | None:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                found = [s for s in self.sessions if s.seq > after and s.protocol == protocol and s.ended]
-                if found:
-                    return found[0]
+                items = found()
+                if items:
+                    return items[0]
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
