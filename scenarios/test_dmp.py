@@ -38,9 +38,16 @@ FEED_TIMEOUT_S = 15.0
 """How long a scenario waits for a submission the SUT must make."""
 SILENCE_S = 3.0
 """How long a scenario listens when the SUT must send nothing."""
+SILENCE_AFTER_NOT_SENT_S = 1.0
+"""The same, once the SUT has answered ``not-sent`` (it says it did not try): a late submission is still caught
+if it comes within this second, and a SUT that queues its feeds answers ``sent``, not ``not-sent``."""
 DELETED = "urn:asip:ci-sis:2010:StatusType:Deleted"
 DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+
+
+def _silence(outcome: DmpOutcome) -> float:
+    return SILENCE_AFTER_NOT_SENT_S if outcome.result == "not-sent" else SILENCE_S
 
 
 def _cx(patient: PatientRecord) -> str:
@@ -197,7 +204,7 @@ def test_a_patient_opposition_blocks_the_feed(
     before = len(dmp.submissions)
     outcome = sut.validate_document(patient.id, produced.document_id)
     evidence.note(f"validation under opposition: the SUT reports {outcome.result} ({outcome.detail})")
-    sent = dmp.wait_for_submission(before, timeout=SILENCE_S)
+    sent = dmp.wait_for_submission(before, timeout=_silence(outcome))
     evidence.expect(
         sent is None,
         "dmp.opposition.fed",
@@ -234,7 +241,7 @@ def test_an_earlier_document_is_sent_only_for_a_qualified_identity(
         before = len(dmp.submissions)
         outcome = send()
         evidence.note(f"{label} identity, explicit send: the SUT reports {outcome.result} ({outcome.detail})")
-        sent = dmp.wait_for_submission(before, timeout=SILENCE_S)
+        sent = dmp.wait_for_submission(before, timeout=_silence(outcome))
         evidence.expect(
             sent is None,
             "dmp.unqualified.fed",

@@ -41,6 +41,8 @@ SEND_TIMEOUT_S = 15.0
 """How long a scenario waits for a message the SUT must submit."""
 SILENCE_S = 3.0
 """How long a scenario listens when the SUT must submit nothing."""
+SILENCE_AFTER_NOT_SENT_S = 1.0
+"""The same once the SUT has answered ``not-sent`` (it says it did not try), as in the DMP scenarios."""
 PATIENT_DOMAIN = "patient.mssante.fr"
 RECORD_TARGET_IDS = "{urn:hl7-org:v3}recordTarget/{urn:hl7-org:v3}patientRole/{urn:hl7-org:v3}id"
 
@@ -513,7 +515,9 @@ def test_a_patient_is_written_to_only_with_a_qualified_ins(
         before = mssante.last_message_seq()
         outcome = sut.send_mss(request)
         evidence.note(f"RECUP identity, patient sending: the SUT reports {outcome.result} ({outcome.detail})")
-        sent = mssante.wait_for_message(before, timeout=SILENCE_S)
+        sent = mssante.wait_for_message(
+            before, timeout=SILENCE_AFTER_NOT_SENT_S if outcome.result == "not-sent" else SILENCE_S
+        )
         if sent is not None:
             _keep(evidence, sent)
         evidence.expect(
