@@ -387,3 +387,16 @@ def test_a_correspondent_package_has_the_xdm_layout_and_the_patient() -> None:
     )
     assert xdm_attachment(raw) == package and message_id.encode() in raw and b"\r\n" in raw
     assert b"Disposition-Notification-To: " + CORRESPONDENT.encode() in raw
+
+
+def test_a_receipt_is_judged_as_a_receipt(operator: MssanteSimulator, pki: TestPki) -> None:
+    """An MDN the SUT sends back is checked by the RFC 8098 rules, not as a document message."""
+    from harness.simulators.mssante.operator import build_dsn, default_validator
+
+    _send(operator, pki, message_with_xdm(None).as_bytes(policy=SMTP))
+    accepted = operator.wait_for_message(0, timeout=5)
+    assert accepted is not None
+    dsn = build_dsn(accepted, "<x@y>", SUT_BAL)
+    assert not [f for f in default_validator(dsn) if f.severity.value == "error"]
+    mdn = dsn.replace(b"delivery-status", b"disposition-notification", 1)
+    assert {f.rule for f in default_validator(mdn)} & {"mss.mdn.part", "mss.mdn.content-type"}

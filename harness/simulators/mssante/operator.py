@@ -42,14 +42,32 @@ T = TypeVar("T")
 
 
 def default_validator(raw: bytes) -> list[Finding]:
-    """The checks any submitted message gets: MSSanté headers and subject, and its XDM when it has one."""
+    """The checks any submitted message gets: MSSanté headers and subject, and its XDM when it has one.
+
+    A receipt is judged as a receipt: an MDN (``report-type=disposition-notification``) by the
+    RFC 8098 rules, a DSN (``delivery-status``) by RFC 3464's, not as a document message (the
+    original it quotes would otherwise be taken for its own attachments).
+    """
     from harness.validators import mss, xdm
 
+    report_type = _report_type(raw)
+    if report_type == "disposition-notification":
+        return mss.check_mdn(raw)
+    if report_type == "delivery-status":
+        return mss.check_dsn(raw)
     findings = mss.check_message(raw)
     archive = mss.xdm_attachment(raw)
     if archive is not None:
         findings.extend(xdm.check_xdm(archive).findings)
     return findings
+
+
+def _report_type(raw: bytes) -> str:
+    """``report-type`` of a top-level ``multipart/report``, lower-cased, or ``""``."""
+    headers = BytesHeaderParser().parsebytes(raw[:65536])
+    if headers.get_content_type() != "multipart/report":
+        return ""
+    return str(headers.get_param("report-type", "") or "").lower()
 
 
 class Operator:
