@@ -28,7 +28,7 @@ from signxml.verifier import SignatureConfiguration
 
 from harness.pki import TestPki
 from harness.reference import DEFAULT_PROFILES
-from harness.reference.dmp import DmpOutcome, DmpService, xds_time
+from harness.reference.dmp import DmpOutcome, DmpService
 from harness.reference.documents import DocumentService
 from harness.reference.identity import Conflict, IdentityService
 from harness.reference.launcher import start_reference
@@ -36,6 +36,7 @@ from harness.reference.model import Ins, InvalidInput, Patient, Status, Traits
 from harness.reference.settings import Clock, EndpointSettings
 from harness.reference.soap import LpsIdentity
 from harness.reference.store import Store, UnknownDocument
+from harness.reference.xds_entry import xds_time
 from harness.validators.xds import check_submission
 from tests.dmp_stub import NS, DmpStub, Received
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from harness.reference.http_body import bounded_body
+
 IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 EMAIL_TYPE_URL = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-contact-point-email-type"
 MSSANTE = "MSSANTE"
@@ -147,18 +149,16 @@ class AnnuaireClient:
                 allow_redirects=False,
             )
             with response:
-                payload = bytearray()
-                for chunk in response.iter_content(65536):
-                    payload += chunk
-                    if len(payload) > MAX_ANSWER_BYTES:
-                        raise AnnuaireUnavailable(f"the directory's answer is larger than {MAX_ANSWER_BYTES} bytes")
+                payload = bounded_body(response, MAX_ANSWER_BYTES, 65536)
+                if payload is None:
+                    raise AnnuaireUnavailable(f"the directory's answer is larger than {MAX_ANSWER_BYTES} bytes")
                 status = response.status_code
         except requests.Timeout:
             raise AnnuaireUnavailable(f"no answer from the directory within {self.timeout_s:g} s") from None
         except requests.RequestException as exc:
             raise AnnuaireUnavailable(f"the directory is unreachable: {_short(exc)}") from None
         try:
-            data = json.loads(bytes(payload))
+            data = json.loads(payload)
         except ValueError:
             raise AnnuaireUnavailable(f"the directory answered HTTP {status} with a body that is not JSON") from None
         if status != 200:

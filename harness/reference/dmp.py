@@ -9,26 +9,24 @@ association to the entry it replaces; a deletion is an ITI-57 status change. The
 practice never asks for an authorisation (TD0.3) to feed or delete.
 
 The XDS metadata are read from the CDA itself (type, dates, author, facility,
-practice setting, identifiers) plus the practice's class and format codes and the
-masking codes of the document's visibility setting (:mod:`harness.reference.xds_metadata`
-writes them). What was sent (entry UUIDs, the registry's answers) and the patient's
-consent live in the store; each call is in the practice's call log. The DMP defects
+practice setting, identifiers) plus the practice's class and format codes, as for an
+MSSanté XDM (:mod:`harness.reference.xds_entry`), and the masking codes of the
+document's visibility setting (:mod:`harness.reference.xds_metadata` writes them).
+What was sent (entry UUIDs, the registry's answers) and the patient's consent live in
+the store; each call is in the practice's call log. The DMP defects
 of :mod:`harness.reference.defects` are switched here, each where it acts (the VIHF
 ones in :mod:`harness.reference.vihf`, the historical date in :mod:`harness.reference.cda`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-from lxml import etree
-
 from harness.reference import SOFTWARE, __version__
-from harness.reference.cda import HL7, NIR_OID_ASSURANCE_MALADIE, carried_ins, new_oid
+from harness.reference.cda import NIR_OID_ASSURANCE_MALADIE, carried_ins
 from harness.reference.dmp_client import ITI41, ITI57, TD03, DmpAnswer, DmpClient
 from harness.reference.documents import DocumentService
 from harness.reference.identity import Conflict
@@ -36,13 +34,20 @@ from harness.reference.insi import AuthMode
 from harness.reference.model import InvalidInput, Patient
 from harness.reference.mtom import Attachment, new_content_id
 from harness.reference.vihf import VihfSubject
+from harness.reference.xds_entry import (
+    default_format_code,
+    document_entry,
+    ipp_cx,
+    patient_cx,
+    practice_author,
+    submission_set,
+)
 from harness.reference.xds_metadata import (
     DELETED,
     Code,
     DocumentEntry,
     SubmissionSet,
     XdsAuthor,
-    new_uuid,
     provide_and_register_request,
     status_change_request,
 )
@@ -63,8 +68,6 @@ MASKING_CODES = {
 """Visibility setting → the JDV_J08 code the entry's confidentialityCode carries for it."""
 TEXT_FORMAT_CODE = "urn:ihe:iti:xds-sd:text:2008"
 """The XDS-SD plain-text formatCode the ``dmp-wrong-format-code`` defect sends for a PDF (N1) document."""
-ID_NAT_PS = "1.2.250.1.71.4.2.1"
-ID_NAT_STRUCT = "1.2.250.1.71.4.2.2"
 TRANSACTIONS = {ITI41: "TD2.1 ProvideAndRegisterDocumentSet-b", ITI57: "TD3.3 UpdateDocumentSet", TD03: "TD0.3"}
 NOT_QUALIFIED = "the identity is not qualified (status {status}): no DMP feed without a qualified INS"
 OPPOSED = "the patient opposed the feed of their DMP"
@@ -250,14 +253,11 @@ class DmpService:
         """The patient's identifier in the DMP: the qualified INS as a CX (NH), or None without one."""
         ins = carried_ins(patient)
         if ins is None:
-            return self._ipp_cx(patient) if self.has("dmp-feeds-unqualified") else None
+            return ipp_cx(patient.id, self.catalog.practice) if self.has("dmp-feeds-unqualified") else None
         matricule, oid = ins
         if self.has("dmp-patient-id-wrong-oid"):
             oid = NIR_OID_ASSURANCE_MALADIE
-        return f"{matricule}^^^&{oid}&ISO^NH"
-
-    def _ipp_cx(self, patient: Patient) -> str:
-        return f"{patient.id}^^^&{self.catalog.practice.ipp_oid}&ISO^PI"
+        return patient_cx(matricule, oid, "NH")
 
     def _authorisation(
         self, client: DmpClient, patient: Patient, patient_cx: str, subject: VihfSubject, now: datetime
@@ -271,86 +271,33 @@ class DmpService:
     def _entry(
         self, patient: Patient, patient_cx: str, record: dict[str, Any], cda: bytes, state: dict[str, Any]
     ) -> DocumentEntry:
-        root = etree.fromstring(cda, etree.XMLParser(resolve_entities=False, no_network=True))
         kind = self.catalog.find(str(record["kind"]), str(record["structure"]))
         if kind is None:
             raise Conflict(f"document {record['document_id']!r} is of a type the practice no longer produces")
         codes = self.catalog.dmp
-        if kind.structure == "N1":
-            format_code = Code(
-                codes.n1_format_code, codes.n1_format_code_system, "Document à corps non structuré en PDF"
-            )
-            if self.has("dmp-wrong-format-code"):
-                format_code = Code(TEXT_FORMAT_CODE, codes.n1_format_code_system, "Document à corps non structuré")
-        else:
-            format_code = Code(kind.format_code, kind.format_code_system, kind.title)
-        confidentiality = [_code(root.find(_h("confidentialityCode")))]
+        format_code = default_format_code(kind, codes)
+        if kind.structure == "N1" and self.has("dmp-wrong-format-code"):
+            format_code = Code(TEXT_FORMAT_CODE, codes.n1_format_code_system, "Document à corps non structuré")
+        masking: list[Code] = []
         if not self.has("dmp-no-masking-code"):
             visibility = state.get("visibility") or {}
-            confidentiality += [code for name, code in MASKING_CODES.items() if visibility.get(name)]
-        event_time = root.find(_h("documentationOf/serviceEvent/effectiveTime"))
-        identifier = root.find(_h("id"))
-        assert identifier is not None
-        extension = identifier.get("extension")
-        return DocumentEntry(
-            entry_uuid=new_uuid(),
-            unique_id=f"{identifier.get('root')}^{extension}" if extension else str(identifier.get("root")),
-            patient_cx=patient_cx,
-            source_patient_cx=self._ipp_cx(patient),
-            title=" ".join((root.findtext(_h("title")) or "").split()),
-            type_code=_code(root.find(_h("code"))),
-            class_code=Code(kind.class_code, codes.class_code_system, kind.class_display),
-            format_code=format_code,
-            confidentiality=tuple(confidentiality),
-            facility_type=_code(root.find(_h("componentOf/encompassingEncounter/location/healthCareFacility/code"))),
-            practice_setting=_code(
-                root.find(
-                    _h(
-                        "documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
-                        "standardIndustryClassCode"
-                    )
-                )
-            ),
+            masking = [code for name, code in MASKING_CODES.items() if visibility.get(name)]
+        return document_entry(
+            cda,
+            kind,
+            codes,
+            patient=patient_cx,
+            source_patient=ipp_cx(patient.id, self.catalog.practice),
             author=self._author(),
-            legal_authenticator=self._person(root.find(_h("legalAuthenticator/assignedEntity"))),
-            creation_time=xds_time(_value(root.find(_h("effectiveTime")))),
-            service_start=xds_time(_value(event_time.find(_h("low")) if event_time is not None else None)),
-            service_stop=xds_time(_value(event_time.find(_h("high")) if event_time is not None else None)),
-            hash=hashlib.sha1(cda).hexdigest(),
-            size=len(cda),
+            format_code=format_code,
+            masking=masking,
         )
 
     def _author(self) -> XdsAuthor:
-        author, practice = self.catalog.author, self.catalog.practice
-        return XdsAuthor(
-            person=f"{author.id_nat_ps}^{author.family}^{author.given}^^^^^^&{ID_NAT_PS}&ISO",
-            institution=f"{practice.name}^^^^^&{ID_NAT_STRUCT}&ISO^IDNST^^^{practice.id_nat_struct}",
-            role=f"{author.profession_code}^{author.profession_display}^1.2.250.1.213.1.1.4.5",
-            specialty=f"{author.specialty_code}^{author.specialty_display}^1.2.250.1.213.1.1.4.5",
-        )
-
-    def _person(self, entity: etree._Element | None) -> str:
-        """An XCN (``id^FAMILY^Given^^^^^^&OID&ISO``) for a CDA assignedEntity, "" when absent."""
-        if entity is None:
-            return ""
-        identifier = entity.find(_h("id"))
-        family = entity.findtext(_h("assignedPerson/name/family")) or ""
-        given = entity.findtext(_h("assignedPerson/name/given")) or ""
-        if identifier is None:
-            return ""
-        return f"{identifier.get('extension', '')}^{family}^{given}^^^^^^&{identifier.get('root', '')}&ISO"
+        return practice_author(self.catalog.author, self.catalog.practice)
 
     def _submission(self, patient_cx: str, author: XdsAuthor, now: datetime) -> SubmissionSet:
-        codes = self.catalog.dmp
-        return SubmissionSet(
-            entry_uuid=new_uuid(),
-            unique_id=new_oid(),
-            source_id=self.catalog.practice.oid,
-            patient_cx=patient_cx,
-            submission_time=now.astimezone(UTC).strftime("%Y%m%d%H%M%S"),
-            content_type=Code(codes.content_type_code, codes.content_type_code_system, codes.content_type_display),
-            author=author,
-        )
+        return submission_set(self.catalog, patient_cx, author, now)
 
     def _subject(self, patient_cx: str) -> VihfSubject:
         author, practice = self.catalog.author, self.catalog.practice
@@ -409,29 +356,3 @@ def _booleans(body: Any, names: tuple[str, ...]) -> dict[str, bool]:
     if wrong:
         raise InvalidInput(f"{', '.join(repr(n) for n in wrong)} must be true or false")
     return {name: bool(body[name]) for name in names}
-
-
-def _h(path: str) -> str:
-    return "/".join(f"{{{HL7}}}{step}" for step in path.split("/"))
-
-
-def _code(element: etree._Element | None) -> Code:
-    if element is None:
-        return Code("", "", "")
-    return Code(element.get("code", ""), element.get("codeSystem", ""), element.get("displayName", ""))
-
-
-def _value(element: etree._Element | None) -> str:
-    return "" if element is None else element.get("value", "")
-
-
-def xds_time(ts: str) -> str:
-    """An HL7 TS as an XDS DTM: a time with its zone in UTC (``YYYYMMDDhhmmss``), a date as it is."""
-    text = ts.strip()
-    if len(text) <= 8 or text[-5] not in "+-":
-        return text.split(".", 1)[0]
-    digits, zone = text[:-5].split(".", 1)[0], text[-5:]
-    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * (1 if zone[0] == "+" else -1)
-    padded = digits.ljust(14, "0")
-    moment = datetime.strptime(padded, "%Y%m%d%H%M%S").replace(tzinfo=timezone(offset))
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")[: len(digits)]

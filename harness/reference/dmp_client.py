@@ -21,6 +21,7 @@ import requests
 from lxml import etree
 
 from harness.reference import mtom
+from harness.reference.http_body import post_bounded
 from harness.reference.soap import SOAP12, WSA, WSSE
 from harness.reference.vihf import VihfSubject, vihf_assertion
 from harness.reference.xds_metadata import RS
@@ -158,31 +159,23 @@ class DmpClient:
 
     def _exchange(self, content_type: str, body: bytes) -> DmpAnswer:
         try:
-            with requests.Session() as session:
-                session.trust_env = False
-                response = session.post(
-                    self.endpoint.url,
-                    data=body,
-                    headers={"Content-Type": content_type},
-                    cert=(str(self.endpoint.client_cert_file), str(self.endpoint.client_key_file)),
-                    verify=str(self.endpoint.ca_file),
-                    timeout=(self.timeout_s, self.timeout_s),
-                    stream=True,
-                    allow_redirects=False,
-                )
-                with response:
-                    payload = bytearray()
-                    for chunk in response.iter_content(16384):
-                        payload += chunk
-                        if len(payload) > MAX_ANSWER_BYTES:
-                            return DmpAnswer("error", detail="DMP answer larger than 2 MiB")
-                    status = response.status_code
-                    answer_type = response.headers.get("Content-Type", "")
+            reply = post_bounded(
+                self.endpoint.url,
+                body,
+                {"Content-Type": content_type},
+                cert=(self.endpoint.client_cert_file, self.endpoint.client_key_file),
+                ca_file=self.endpoint.ca_file,
+                timeout_s=self.timeout_s,
+                limit=MAX_ANSWER_BYTES,
+            )
         except requests.Timeout:
             return DmpAnswer("error", detail=f"no answer from the DMP within {self.timeout_s:g} s")
         except requests.RequestException as exc:
             return DmpAnswer("error", detail=f"DMP unreachable: {_short(exc)}")
-        answer = parse_answer(answer_type, bytes(payload))
+        if reply.body is None:
+            return DmpAnswer("error", detail="DMP answer larger than 2 MiB")
+        status = reply.status
+        answer = parse_answer(reply.content_type, reply.body)
         if status != 200 and answer.status not in ("fault", "Failure"):
             return DmpAnswer("error", detail=f"the DMP answered HTTP {status}: {answer.describe()}", http_status=status)
         return DmpAnswer(answer.status, answer.errors, answer.detail, http_status=status)

@@ -20,6 +20,7 @@ import requests
 from lxml import etree
 
 from harness.reference import saml
+from harness.reference.http_body import post_bounded
 from harness.reference.soap import (
     CARD_OPERATION,
     MAX_ANSWER_BYTES,
@@ -125,30 +126,23 @@ class InsiClient:
     def _exchange(self, ctx: CallContext, envelope: bytes) -> InsiAnswer:
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ctx.action}"'}
         try:
-            with requests.Session() as session:
-                session.trust_env = False
-                response = session.post(
-                    self.endpoint.url,
-                    data=envelope,
-                    headers=headers,
-                    cert=(str(self._cert_file), str(self._key_file)),
-                    verify=str(self.endpoint.ca_file),
-                    timeout=(self.timeout_s, self.timeout_s),
-                    stream=True,
-                    allow_redirects=False,
-                )
-                with response:
-                    payload = bytearray()
-                    for chunk in response.iter_content(16384):
-                        payload += chunk
-                        if len(payload) > MAX_ANSWER_BYTES:
-                            return InsiAnswer("error", detail="INSi answer larger than 2 MiB")
-                    status = response.status_code
+            reply = post_bounded(
+                self.endpoint.url,
+                envelope,
+                headers,
+                cert=(self._cert_file, self._key_file),
+                ca_file=self.endpoint.ca_file,
+                timeout_s=self.timeout_s,
+                limit=MAX_ANSWER_BYTES,
+            )
         except requests.Timeout:
             return InsiAnswer("error", detail=f"no answer from INSi within {self.timeout_s:g} s")
         except requests.RequestException as exc:
             return InsiAnswer("error", detail=f"INSi unreachable: {_short(exc)}")
-        answer = parse_answer(bytes(payload))
+        if reply.body is None:
+            return InsiAnswer("error", detail="INSi answer larger than 2 MiB")
+        status = reply.status
+        answer = parse_answer(reply.body)
         if status != 200 and answer.code != "fault":
             return InsiAnswer("error", detail=f"INSi answered HTTP {status}: {answer.detail or answer.code}")
         return answer

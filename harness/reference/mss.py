@@ -7,10 +7,10 @@ to the recipients and, when asked, to the patient's own BAL ``<matricule INS>@pa
 ``XDM/1.0/DDM+<title> <BIRTH NAME> <first first name> <dd/mm/yyyy>``, the ``X-MSS-*``
 headers (``NIL`` always, ``INS``, one ``CODECDA`` per CDA, ``MES: FIN`` when no reply is
 wanted), the ``IHE_XDM.ZIP`` attachment (``INDEX.HTM``, ``README.TXT``,
-``IHE_XDM/SUBSET01/METADATA.XML`` built with :mod:`harness.reference.xds_metadata`, the
-CDA files ``DOC0001.XML``…, each PDF beside it) and each document's PDF/A-1 attached as
-well. Receipts are asked with ``Return-Receipt-To`` (DSN) and ``Disposition-Notification-To``
-(MDN).
+``IHE_XDM/SUBSET01/METADATA.XML`` built with :mod:`harness.reference.xds_metadata` from
+the entries of :mod:`harness.reference.xds_entry`, the CDA files ``DOC0001.XML``…, each PDF
+beside it) and each document's PDF/A-1 attached as well. Receipts are asked with
+``Return-Receipt-To`` (DSN) and ``Disposition-Notification-To`` (MDN).
 
 Reading: each unseen message of the BAL is a receipt (a DSN or an MDN), a message
 carrying an XDM (read with bounded, hostile-input-proof code, its patient found by the
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import html
 import io
 import logging
@@ -48,9 +47,8 @@ from typing import Any
 
 from lxml import etree
 
-from harness.reference import SOFTWARE, __version__
-from harness.reference.cda import HL7, carried_ins, new_oid
-from harness.reference.dmp import xds_time
+from harness.reference import SOFTWARE, __version__, xds_entry
+from harness.reference.cda import HL7, carried_ins
 from harness.reference.doctypes import Author, DocumentCatalog, Practice
 from harness.reference.documents import INS_TYPES, DocumentService, local_zone
 from harness.reference.identity import Conflict
@@ -59,12 +57,11 @@ from harness.reference.mss_transport import EHLO_NAME, MssanteEndpoint, MssTrans
 from harness.reference.xds_metadata import (
     LCM,
     RIM,
-    Code,
     DocumentEntry,
     Scheme,
     SubmissionSet,
     XdsAuthor,
-    new_uuid,
+    add_slot,
     provide_and_register_request,
 )
 
@@ -335,7 +332,7 @@ def xdm_metadata(submission: SubmissionSet, documents: Sequence[XdmDocument]) ->
     for document in documents:
         entry = submit.find(f".//{{{RIM}}}ExtrinsicObject[@id='{document.entry.entry_uuid}']")
         assert entry is not None
-        _add_slot(entry, "URI", document.file_name)
+        add_slot(entry, "URI", document.file_name)
     return etree.tostring(submit, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
@@ -955,78 +952,33 @@ class MssService:
         return self._xdm_document(other, record, number)
 
     def _entry(self, patient: Patient, record: dict[str, Any], cda: bytes) -> DocumentEntry:
-        root = _xml(cda)
         catalog = self.catalog
         kind = catalog.find(str(record.get("kind", "")), str(record.get("structure", "")))
         if kind is None:
             raise Conflict(f"document {record['document_id']!r} is of a type the practice no longer produces")
-        if kind.structure == "N1":
-            format_code = Code(
-                catalog.dmp.n1_format_code, catalog.dmp.n1_format_code_system, "Document à corps non structuré en PDF"
-            )
-        else:
-            format_code = Code(kind.format_code, kind.format_code_system, kind.title)
-        event = root.find(_h("documentationOf/serviceEvent/effectiveTime"))
-        identifier = root.find(_h("id"))
-        assert identifier is not None
-        extension = identifier.get("extension")
-        return DocumentEntry(
-            entry_uuid=new_uuid(),
-            unique_id=f"{identifier.get('root')}^{extension}" if extension else str(identifier.get("root")),
-            patient_cx=self._patient_cx(patient),
-            source_patient_cx=self._ipp_cx(patient),
-            title=" ".join((root.findtext(_h("title")) or "").split()),
-            type_code=_code(root.find(_h("code"))),
-            class_code=Code(kind.class_code, catalog.dmp.class_code_system, kind.class_display),
-            format_code=format_code,
-            confidentiality=(_code(root.find(_h("confidentialityCode"))),),
-            facility_type=_code(root.find(_h("componentOf/encompassingEncounter/location/healthCareFacility/code"))),
-            practice_setting=_code(
-                root.find(
-                    _h(
-                        "documentationOf/serviceEvent/performer/assignedEntity/representedOrganization/"
-                        "standardIndustryClassCode"
-                    )
-                )
-            ),
+        return xds_entry.document_entry(
+            cda,
+            kind,
+            catalog.dmp,
+            patient=self._patient_cx(patient),
+            source_patient=self._ipp_cx(patient),
             author=self._author(),
-            legal_authenticator=_person(root.find(_h("legalAuthenticator/assignedEntity"))),
-            creation_time=xds_time(_value(root.find(_h("effectiveTime")))),
-            service_start=xds_time(_value(event.find(_h("low")) if event is not None else None)),
-            service_stop=xds_time(_value(event.find(_h("high")) if event is not None else None)),
-            hash=hashlib.sha1(cda).hexdigest(),
-            size=len(cda),
+            format_code=xds_entry.default_format_code(kind, catalog.dmp),
         )
 
     def _submission(self, patient_cx: str, now: datetime) -> SubmissionSet:
-        codes = self.catalog.dmp
-        return SubmissionSet(
-            entry_uuid=new_uuid(),
-            unique_id=new_oid(),
-            source_id=self.catalog.practice.oid,
-            patient_cx=patient_cx,
-            submission_time=now.astimezone(UTC).strftime("%Y%m%d%H%M%S"),
-            content_type=Code(codes.content_type_code, codes.content_type_code_system, codes.content_type_display),
-            author=self._author(),
-        )
+        return xds_entry.submission_set(self.catalog, patient_cx, self._author(), now)
 
     def _author(self) -> XdsAuthor:
-        author, practice = self.catalog.author, self.catalog.practice
-        ps, struct, g15 = "1.2.250.1.71.4.2.1", "1.2.250.1.71.4.2.2", "1.2.250.1.213.1.1.4.5"
-        return XdsAuthor(
-            person=f"{author.id_nat_ps}^{author.family}^{author.given}^^^^^^&{ps}&ISO",
-            institution=f"{practice.name}^^^^^&{struct}&ISO^IDNST^^^{practice.id_nat_struct}",
-            role=f"{author.profession_code}^{author.profession_display}^{g15}",
-            specialty=f"{author.specialty_code}^{author.specialty_display}^{g15}",
-        )
+        return xds_entry.practice_author(self.catalog.author, self.catalog.practice)
 
     def _patient_cx(self, patient: Patient) -> str:
         """The INS as a CX (NH) for a qualified identity, else the IPP (PI): the receiver then cannot integrate."""
         ins = carried_ins(patient)
-        return self._ipp_cx(patient) if ins is None else f"{ins[0]}^^^&{ins[1]}&ISO^NH"
+        return self._ipp_cx(patient) if ins is None else xds_entry.patient_cx(ins[0], ins[1], "NH")
 
     def _ipp_cx(self, patient: Patient) -> str:
-        return f"{patient.id}^^^&{self.catalog.practice.ipp_oid}&ISO^PI"
+        return xds_entry.ipp_cx(patient.id, self.catalog.practice)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _endpoint(self) -> MssanteEndpoint:
@@ -1172,40 +1124,6 @@ def _document_id(cda: bytes) -> str:
         return ""
     extension = identifier.get("extension")
     return f"{identifier.get('root')}^{extension}" if extension else str(identifier.get("root", ""))
-
-
-def _add_slot(obj: etree._Element, name: str, value: str) -> None:
-    """A one-value slot after the element's other slots (ebRIM puts slots before Name)."""
-    slot = etree.Element(f"{{{RIM}}}Slot", name=name)
-    etree.SubElement(etree.SubElement(slot, f"{{{RIM}}}ValueList"), f"{{{RIM}}}Value").text = value
-    position = next((i for i, child in enumerate(obj) if child.tag != f"{{{RIM}}}Slot"), len(obj))
-    obj.insert(position, slot)
-
-
-def _h(path: str) -> str:
-    return "/".join(f"{{{HL7}}}{step}" for step in path.split("/"))
-
-
-def _code(element: etree._Element | None) -> Code:
-    if element is None:
-        return Code("", "", "")
-    return Code(element.get("code", ""), element.get("codeSystem", ""), element.get("displayName", ""))
-
-
-def _value(element: etree._Element | None) -> str:
-    return "" if element is None else element.get("value", "")
-
-
-def _person(entity: etree._Element | None) -> str:
-    """An XCN (``id^FAMILY^Given^^^^^^&OID&ISO``) for a CDA assignedEntity, "" when absent."""
-    if entity is None:
-        return ""
-    identifier = entity.find(_h("id"))
-    if identifier is None:
-        return ""
-    family = entity.findtext(_h("assignedPerson/name/family")) or ""
-    given = entity.findtext(_h("assignedPerson/name/given")) or ""
-    return f"{identifier.get('extension', '')}^{family}^{given}^^^^^^&{identifier.get('root', '')}&ISO"
 
 
 def _when(iso: str) -> datetime:

@@ -146,8 +146,8 @@ def status_change_request(
 ) -> etree._Element:
     """ITI-57: a submission set and the UpdateAvailabilityStatus association moving an entry to ``new_status``."""
     association = _association(UPDATE_AVAILABILITY_STATUS, submission.entry_uuid, target_uuid)
-    _slot(association, "OriginalStatus", original_status)
-    _slot(association, "NewStatus", new_status)
+    add_slot(association, "OriginalStatus", original_status)
+    add_slot(association, "NewStatus", new_status)
     return _submit_objects(submission, [], [association], nsmap=NSMAP)
 
 
@@ -195,7 +195,7 @@ def _extrinsic_object(entry: DocumentEntry) -> etree._Element:
         ("sourcePatientId", entry.source_patient_cx),
     ):
         if value:
-            _slot(obj, name, value)
+            add_slot(obj, name, value)
     _name(obj, entry.title)
     obj.append(_author(Scheme.ENTRY_AUTHOR, entry.entry_uuid, entry.author))
     for scheme, code in (
@@ -214,7 +214,7 @@ def _extrinsic_object(entry: DocumentEntry) -> etree._Element:
 
 def _registry_package(submission: SubmissionSet) -> etree._Element:
     package = _rim("RegistryPackage", id=submission.entry_uuid, objectType=REGISTRY_PACKAGE)
-    _slot(package, "submissionTime", submission.submission_time)
+    add_slot(package, "submissionTime", submission.submission_time)
     if submission.title:
         _name(package, submission.title)
     package.append(_author(Scheme.SET_AUTHOR, submission.entry_uuid, submission.author))
@@ -238,7 +238,7 @@ def _association(kind: str, source: str, target: str, original: bool = False) ->
         targetObject=target,
     )
     if original:
-        _slot(association, "SubmissionSetStatus", "Original")
+        add_slot(association, "SubmissionSetStatus", "Original")
     return association
 
 
@@ -258,7 +258,7 @@ def _author(scheme: str, owner: str, author: XdsAuthor) -> etree._Element:
         ("authorSpecialty", author.specialty),
     ):
         if value:
-            _slot(classification, name, value)
+            add_slot(classification, name, value)
     return classification
 
 
@@ -271,7 +271,7 @@ def _coded(scheme: str, owner: str, code: Code) -> etree._Element:
         classifiedObject=owner,
         nodeRepresentation=code.code,
     )
-    _slot(classification, "codingScheme", code.system)
+    add_slot(classification, "codingScheme", code.system)
     _name(classification, code.display)
     return classification
 
@@ -289,7 +289,7 @@ def _external_id(scheme: str, owner: str, value: str, name: str) -> etree._Eleme
     return identifier
 
 
-def _slot(obj: etree._Element, name: str, value: str) -> None:
+def add_slot(obj: etree._Element, name: str, value: str) -> None:
     """A slot with one value; slots come before Name, as the ebRIM schema orders them."""
     slot = etree.Element(f"{{{RIM}}}Slot", name=name)
     etree.SubElement(etree.SubElement(slot, f"{{{RIM}}}ValueList"), f"{{{RIM}}}Value").text = value
