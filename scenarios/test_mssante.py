@@ -651,6 +651,76 @@ def _renumbered(cda: bytes, document_id: str, unique: str) -> bytes:
     return cda.replace(old.encode(), f'root="{unique}"'.encode(), 1) if old.encode() in cda else cda
 
 
+# -- receipts -------------------------------------------------------------------------------------
+@pytest.mark.requirement("MSS/va1.14", scenario="MSS/va1.14.01", manual_proofs=("MSS/va1.14.01.01",))
+def test_a_delivery_receipt_is_read_as_a_receipt(
+    sut: SutAdapter, insi_identities: IdentityBase, mssante: MssanteSimulator, evidence: ScenarioEvidence
+) -> None:
+    """The operator's DSN for a message sent with a receipt request is recognised as a receipt when the BAL is read."""
+    _, message = _sent_document(sut, insi_identities, mssante, evidence, delivery_receipt=True)
+    dsns = [m for m in mssante.mailbox(mssante.sut_address) if b"delivery-status" in m.raw[:4096]]
+    if message is None or not dsns:
+        evidence.expect(False, "mss.receipt.none", "precondition: the operator returned a DSN to the SUT's BAL")
+        evidence.conclude()
+        return
+    evidence.attach("dsn.eml", dsns[0].raw, "message/rfc822", "the delivery report the operator returned")
+    received = _fetch(sut, evidence)
+    evidence.expect(
+        any(r.status == "receipt" for r in received),
+        "mss.receipt.not-recognised",
+        f"the DSN in the BAL must be read as the delivery receipt of the message sent; the SUT read "
+        f"{[(r.subject, r.status) for r in received]}",
+    )
+    evidence.conclude()
+
+
+def _mdn_for(operator: MssanteSimulator, original_id: str) -> bytes | None:
+    for mail in operator.mailbox(CORRESPONDENT):
+        if original_id.strip("<>").encode() in mail.raw and b"disposition-notification" in mail.raw:
+            return mail.raw
+    return None
+
+
+@pytest.mark.parametrize("case", ["known-patient", "unknown-patient"])
+@pytest.mark.requirement("MSS/UX.34", scenario="MSS/UX.34.01", manual_proofs=("MSS/UX.34.01.01",))
+def test_a_read_receipt_is_sent_back_when_asked(
+    sut: SutAdapter, insi_identities: IdentityBase, mssante: MssanteSimulator, evidence: ScenarioEvidence, case: str
+) -> None:
+    """A message asking for an MDN gets one (RFC 8098); an XDM for a patient unknown to the SUT gets error 902."""
+    patient = qualified_patient(sut, identity_named(insi_identities, "ordinary-6"))
+    produced = sut.produce_document(patient.id, LETTRE_DE_LIAISON, "N1")
+    assert produced.cda is not None and patient.ins is not None
+    matricule = (
+        patient.ins.matricule if case == "known-patient" else identity_named(insi_identities, "ordinary-7").matricule
+    )
+    unique = f"2.25.{abs(hash((produced.document_id, case))) % 10**30}"
+    package = xdm_package(
+        [XdmDocument(_renumbered(produced.cda, produced.document_id, unique), unique, produced.pdf)],
+        patient_cx(matricule, patient.ins.oid),
+    )
+    original_id, raw = correspondent_message(
+        CORRESPONDENT, mssante.sut_address, "XDM/1.0/DDM+Lettre de liaison", "Ci-joint.", xdm=package, read_receipt=True
+    )
+    mssante.deliver(mssante.sut_address, raw)
+    _fetch(sut, evidence)
+    mdn = _mdn_for(mssante, original_id)
+    if not evidence.expect(mdn is not None, "mss.mdn.none", f"the message {original_id} asked for an MDN; none came"):
+        evidence.conclude()
+        return
+    assert mdn is not None
+    evidence.attach("mdn.eml", mdn, "message/rfc822", "the read receipt the SUT sent back")
+    evidence.add(*[f for f in mss.check_mdn(mdn, original_message_id=original_id) if f.severity is not Severity.INFO])
+    disposition, code = mss.mdn_disposition(mdn)
+    expected = "" if case == "known-patient" else "902"
+    evidence.expect(
+        code == expected,
+        "mss.mdn.integration-code",
+        f"the MDN must say {'processed' if not expected else 'processed/Error: 902 (unknown patient)'}; "
+        f"it says {disposition!r}",
+    )
+    evidence.conclude()
+
+
 # -- Mailiz DST -------------------------------------------------------------------------------------
 @pytest.mark.requirement("MSS/va1.07", scenario="MSS/va1.07.01", manual_proofs=("MSS/va1.07.01.01", "MSS/va1.07.01.02"))
 def test_dst_submissions_use_the_igc_sante_entry_point(

@@ -280,6 +280,11 @@ MSS_CATCHES: dict[str, list[tuple[str, str]]] = {
         ("test_a_received_xdm_is_integrated_for_the_patient_of_its_metadata", "mss.receive.patient")
     ],
     "mss-dst-internet-entry": [("test_dst_submissions_use_the_igc_sante_entry_point", "mss.dst.entry-point")],
+    "mss-ignores-receipts": [("test_a_delivery_receipt_is_read_as_a_receipt", "mss.receipt.not-recognised")],
+    "mss-no-mdn": [
+        ("test_a_read_receipt_is_sent_back_when_asked[known-patient]", "mss.mdn.none"),
+        ("test_a_read_receipt_is_sent_back_when_asked[unknown-patient]", "mss.mdn.none"),
+    ],
 }
 """The same for the MSSanté scenarios."""
 
@@ -329,7 +334,7 @@ def test_every_defect_is_in_the_suite() -> None:
         (SCENARIOS, CATCHES, 20),
         (DOCUMENTS, DOCUMENT_CATCHES, 9),
         (DMP, DMP_CATCHES, 10),
-        (MSSANTE, MSS_CATCHES, 24),
+        (MSSANTE, MSS_CATCHES, 27),
         (ANNUAIRE, ANN_CATCHES, 1),
     ],
 )

@@ -542,3 +542,22 @@ def test_above_fifty_megabytes_is_refused_unparsed() -> None:
         assert {f.rule for f in check(raw)} == {"mss.too-large"}
     assert dsn_recipients(raw) == []
     assert xdm_attachment(raw) is None
+
+
+def test_mdn_disposition_reads_the_integration_error() -> None:
+    from harness.validators.mss import mdn_disposition
+
+    def mdn(disposition: str) -> bytes:
+        return (
+            "From: a@x.mssante.fr\r\nTo: b@y.mssante.fr\r\nMessage-ID: <1@x>\r\n"
+            'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n\r\n'
+            "--B\r\nContent-Type: text/plain\r\n\r\nAccuse\r\n"
+            "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
+            f"Final-Recipient: rfc822; a@x.mssante.fr\r\nOriginal-Message-ID: <o@y>\r\nDisposition: {disposition}\r\n"
+            "\r\n--B--\r\n"
+        ).encode()
+
+    processed = "automatic-action/MDN-sent-automatically; processed"
+    assert mdn_disposition(mdn(processed)) == (processed, "")
+    assert mdn_disposition(mdn(processed + "/Error: 902^Patient inconnu"))[1] == "902"
+    assert mdn_disposition(b"not a receipt") == ("", "")

@@ -22,6 +22,7 @@ DEFAULT_PROFILES: tuple[str, ...] = (
     "Opérateur Mailiz",
     "Médecin traitant",
     "Référentiel d'identités",
+    "BAL PER-ORG",
 )
 """ANS profiles the reference system claims unless told otherwise (exact ANS spelling)."""
 

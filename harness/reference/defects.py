@@ -73,6 +73,8 @@ DEFECTS: dict[str, str] = {
         "not to the METADATA patientId (INS)."
     ),
     "mss-dst-internet-entry": "a DST submission goes to the 'internet' entry point, not the IGC-Santé one.",
+    "mss-ignores-receipts": "a delivery or read receipt read from the BAL is taken for a message with no document.",
+    "mss-no-mdn": "a message asking for a read receipt (Disposition-Notification-To) gets no MDN back.",
     "ann-wrong-mailbox": "the correspondent's BAL is the first e-mail telecom, not the one typed MSSANTE.",
     "ann-no-api-key": "Annuaire Santé searches are sent without the ESANTE-API-KEY header.",
 }

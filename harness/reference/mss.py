@@ -783,13 +783,14 @@ class MssService:
         message_id = _header(message, "Message-ID")
         sender = reply_address(message)
         subject = _header(message, "Subject")
-        if _is_report(message):
+        if _is_report(message) and not self.has("mss-ignores-receipts"):
             integration = _Integration(RECEIPT, detail=_report_summary(message))
         else:
             xdm = _xdm_attachment(message)
             integration = _Integration(NO_DOCUMENT) if xdm is None else self._integrate(xdm, subject)
         receipt_sent = False
-        if integration.status != RECEIPT and _header(message, "Disposition-Notification-To"):
+        wants_mdn = _header(message, "Disposition-Notification-To") and not self.has("mss-no-mdn")
+        if integration.status != RECEIPT and not _is_report(message) and wants_mdn:
             receipt_sent = self._send_mdn(message, endpoint, transport, integration.error_code)
         received = Received(
             message_id,

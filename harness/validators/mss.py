@@ -796,6 +796,21 @@ def _check_mdn_errors(message: Message, disposition: str) -> list[Finding]:
     return findings
 
 
+def mdn_disposition(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, str]:
+    """What an MDN says: its ``Disposition`` field and the integration error code in it (``""`` when none).
+
+    ``("", "")`` for a message that is not a readable MDN; :func:`check_mdn` says why.
+    """
+    message, _ = parse_message(raw, max_bytes)
+    parts = [p for p in message.walk() if p.get_content_type() == "message/disposition-notification"] if message else []
+    if not parts:
+        return "", ""
+    disposition = _header(_disposition_fields(parts[0]), "Disposition")
+    modifier = disposition.split(";", 1)[1].split("/", 1) if ";" in disposition else []
+    found = _ERROR_MODIFIER.match(modifier[1].strip()) if len(modifier) == 2 else None
+    return disposition, found["code"] if found else ""
+
+
 def _disposition_fields(part: Message) -> Message:
     """The fields of a ``message/disposition-notification`` part, as a header block."""
     payload = part.get_payload()
