@@ -192,7 +192,7 @@ def _refused_under(
     # A SUT that says it failed, and whose handshake the operator saw refused, has given its answer:
     # no need to listen the whole silence for a late submission.
     answered = outcome.result != "sent" and any(s.tls_error for s in sessions)
-    accepted = operator.wait_for_message(before, timeout=0.2 if answered else SILENCE_S)
+    accepted = operator.wait_for_message(before, timeout=0.05 if answered else SILENCE_S)
     sessions = _sessions_since(operator, mark, "smtp")
     _keep_sessions(evidence, sessions)
     if accepted is not None:
