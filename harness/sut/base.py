@@ -24,6 +24,10 @@ from harness.sut.model import (
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    PscClient,
+    PscLogin,
+    PscLogout,
+    PscSession,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -175,3 +179,32 @@ class SutAdapter:
     def find_correspondents(self, idnps: str = "", family: str = "", given: str = "") -> list[Correspondent]:
         """Search the Annuaire Santé for professionals, as a user writing a message would."""
         raise NotSupported("Annuaire Santé look-up is not offered")
+
+    # -- Pro Santé Connect --------------------------------------------------------------------------
+    def psc_client(self) -> PscClient:
+        """The redirect URIs the SUT registers at Pro Santé Connect (the harness registers them in its simulator)."""
+        raise NotSupported("Pro Santé Connect is not offered")
+
+    def start_psc_login(self) -> PscLogin:
+        """Begin a web-mode login: the SUT answers with the authorization URL it sends the browser to."""
+        raise NotSupported("Pro Santé Connect is not offered")
+
+    def start_psc_ciba(self, login_hint: str) -> None:
+        """Begin a CIBA login for the professional ``login_hint`` (SubjectNameID); the SUT then polls PSC itself."""
+        raise NotSupported("CIBA login is not offered")
+
+    def psc_session(self) -> PscSession:
+        """Who is logged in now, and how (after a refused login: why it was refused)."""
+        raise NotSupported("Pro Santé Connect is not offered")
+
+    def psc_logout(self) -> PscLogout:
+        """Log the current user out; a PSC session ends with the end-session URL the browser is sent to."""
+        raise NotSupported("Pro Santé Connect is not offered")
+
+    def create_user(self, login: str, password: str, subject_name_id: str, family: str, given: str) -> str:
+        """Create a local account (login and password) for the professional ``subject_name_id``; its id."""
+        raise NotSupported("local accounts are not exposed")
+
+    def password_login(self, login: str, password: str) -> PscSession:
+        """Log in with the SUT's own login and password (the other method PSC accounts are linked with)."""
+        raise NotSupported("local accounts are not exposed")

@@ -37,6 +37,8 @@ class Capability(enum.StrEnum):
     """Send documents over MSSanté (SMTP), read the BAL (IMAP), integrate received XDM, reply."""
     ANNUAIRE = "annuaire"
     """Look up correspondents and their MSSanté addresses in the Annuaire Santé (FHIR API)."""
+    PSC = "psc"
+    """Log professionals in and out with Pro Santé Connect (OpenID Connect), link accounts, use PSC for APIs."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -265,6 +267,24 @@ class AnnuaireEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PscEndpoint:
+    """Where the SUT finds Pro Santé Connect (its discovery document) and the client registration it uses there."""
+
+    discovery_url: str
+    client_id: str
+    client_secret: str
+    ca_pem: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "discovery_url": self.discovery_url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "ca_pem": self.ca_pem,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointConfig:
     """Everything the harness tells the SUT about the simulators it must use (an absent one is left as it is)."""
 
@@ -272,6 +292,7 @@ class EndpointConfig:
     dmp: DmpEndpoint | None = None
     mssante: MssanteEndpoint | None = None
     annuaire: AnnuaireEndpoint | None = None
+    psc: PscEndpoint | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -290,6 +311,8 @@ class EndpointConfig:
             out["mssante"] = self.mssante.to_json()
         if self.annuaire is not None:
             out["annuaire"] = self.annuaire.to_json()
+        if self.psc is not None:
+            out["psc"] = self.psc.to_json()
         return out
 
 
@@ -566,6 +589,85 @@ class Correspondent:
             mailboxes=tuple(mailboxes),
             raw=data,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PscClient:
+    """What the SUT registers at Pro Santé Connect: where PSC sends the browser back after login and logout."""
+
+    redirect_uri: str
+    post_logout_redirect_uri: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PscClient:
+        return cls(_text(data, "redirect_uri"), _text(data, "post_logout_redirect_uri"))
+
+
+@dataclass(frozen=True, slots=True)
+class PscLogin:
+    """The start of a login: the authorization request URL the SUT sends the user's browser to."""
+
+    authorization_url: str
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PscLogin:
+        return cls(_text(data, "authorization_url"), raw=data)
+
+
+PSC_METHODS = ("psc", "password", "")
+"""How the current user logged in: Pro Santé Connect, the SUT's own password, or nobody is logged in."""
+
+
+@dataclass(frozen=True, slots=True)
+class PscSession:
+    """Who is logged in to the SUT now, and how; after a refused login, why."""
+
+    logged_in: bool
+    method: str
+    """One of :data:`PSC_METHODS`."""
+    user_id: str = ""
+    """The SUT's own account id of the user (the same account whatever the login method, once linked)."""
+    subject_name_id: str = ""
+    """The PSC ``SubjectNameID`` (IDNPS, ``8`` + RPPS) of the user, when known."""
+    family: str = ""
+    given: str = ""
+    detail: str = ""
+    """Why the last login was refused (a bad token...), in the SUT's words; ``""`` otherwise."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PscSession:
+        logged_in = data.get("logged_in")
+        if not isinstance(logged_in, bool):
+            raise TypeError("'logged_in' must be a boolean")
+        method = str(data.get("method") or "")
+        if method not in PSC_METHODS:
+            raise ValueError(
+                f"'method' must be one of {', '.join(m or '(empty)' for m in PSC_METHODS)}, not {method!r}"
+            )
+        return cls(
+            logged_in=logged_in,
+            method=method,
+            user_id=str(data.get("user_id") or ""),
+            subject_name_id=str(data.get("subject_name_id") or ""),
+            family=str(data.get("family") or ""),
+            given=str(data.get("given") or ""),
+            detail=str(data.get("detail") or ""),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PscLogout:
+    """The end of a session: the end-session URL the SUT sends the browser to (``""`` when it calls none)."""
+
+    end_session_url: str
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PscLogout:
+        return cls(str(data.get("end_session_url") or ""), raw=data)
 
 
 def _text(data: dict[str, Any], name: str) -> str:
