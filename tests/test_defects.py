@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -113,13 +115,6 @@ def test_the_conforming_reference_system_passes_every_insi_scenario(tmp_path: Pa
     assert not not_passed
 
 
-@pytest.mark.parametrize("defect", sorted(CATCHES))
-def test_each_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> None:
-    expected = CATCHES[defect]
-    verdicts = run_insi_scenarios(tmp_path / "run", f"reference:{defect}", sorted({t for t, _ in expected}))
-    _assert_caught(defect, expected, verdicts)
-
-
 def _assert_caught(defect: str, expected: list[tuple[str, str]], verdicts: dict[str, Verdict]) -> None:
     """Each expected scenario failed, and for the expected rule (not a broken precondition)."""
     for test, rule in expected:
@@ -179,13 +174,6 @@ def test_the_conforming_reference_system_passes_every_document_scenario(tmp_path
     assert not not_passed
 
 
-@pytest.mark.parametrize("defect", sorted(DOCUMENT_CATCHES))
-def test_each_document_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> None:
-    expected = DOCUMENT_CATCHES[defect]
-    verdicts = run_document_scenarios(tmp_path / "run", f"reference:{defect}", sorted({t for t, _ in expected}))
-    _assert_caught(defect, expected, verdicts)
-
-
 DMP = REPO / "scenarios" / "test_dmp.py"
 NO_AUTHORISATION = "test_feeding_and_deleting_need_no_access_authorisation"
 VISIBILITY_CASES = [
@@ -224,13 +212,6 @@ def test_the_conforming_reference_system_passes_every_dmp_scenario(tmp_path: Pat
     assert set(verdicts) >= {test for catches in DMP_CATCHES.values() for test, _ in catches}
     not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
     assert not not_passed
-
-
-@pytest.mark.parametrize("defect", sorted(DMP_CATCHES))
-def test_each_dmp_defect_is_caught_by_its_scenarios(defect: str, tmp_path: Path) -> None:
-    expected = DMP_CATCHES[defect]
-    tests = sorted({t for t, _ in expected})
-    _assert_caught(defect, expected, run_insi_scenarios(tmp_path / "run", f"reference:{defect}", tests, scenarios=DMP))
 
 
 MSSANTE = REPO / "scenarios" / "test_mssante.py"
@@ -309,21 +290,62 @@ def test_the_conforming_reference_system_passes_every_mssante_and_annuaire_scena
     assert not not_passed
 
 
+FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
+    "insi": (SCENARIOS, CATCHES),
+    "documents": (DOCUMENTS, DOCUMENT_CATCHES),
+    "dmp": (DMP, DMP_CATCHES),
+    "mssante": (MSSANTE, MSS_CATCHES),
+    "annuaire": (ANNUAIRE, ANN_CATCHES),
+}
+"""Each scenario file and the defects its cases must catch."""
+DEFECT_TEST = "test_each_defect_is_caught_by_its_scenarios"
+WORKERS = 2
+"""Defect runs at a time: each is a pytest process and a reference-system process, mostly waiting on sockets."""
+
+
+def _defect_run(family: str, defect: str, run_dir: Path) -> dict[str, Verdict]:
+    scenarios, catches = FAMILIES[family]
+    extra = [f"--cda-rules={CDA_RULES}"] if scenarios == DOCUMENTS and CDA_RULES.is_dir() else []
+    tests = sorted({test for test, _ in catches[defect]})
+    return run_insi_scenarios(run_dir, f"reference:{defect}", tests, scenarios=scenarios, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def defect_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[tuple[str, str], Future[dict[str, Verdict]]]]:
+    """Every selected defect run, started :data:`WORKERS` at a time when the first is needed, in test order."""
+    wanted = [
+        (str(item.callspec.params["family"]), str(item.callspec.params["defect"]))
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.originalname == DEFECT_TEST
+    ]
+    pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="defect-run")
+    futures = {
+        key: pool.submit(_defect_run, *key, tmp_path_factory.mktemp(f"{key[0]}-{key[1]}") / "run") for key in wanted
+    }
+    try:
+        yield futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 @pytest.mark.parametrize(
-    ("defect", "scenarios"),
-    [(d, MSSANTE) for d in sorted(MSS_CATCHES)] + [(d, ANNUAIRE) for d in sorted(ANN_CATCHES)],
+    ("family", "defect"),
+    [
+        pytest.param(family, defect, id=f"{family}:{defect}")
+        for family, (_, c) in FAMILIES.items()
+        for defect in sorted(c)
+    ],
 )
-def test_each_mssante_and_annuaire_defect_is_caught_by_its_scenarios(
-    defect: str, scenarios: Path, tmp_path: Path
+def test_each_defect_is_caught_by_its_scenarios(
+    family: str, defect: str, defect_runs: dict[tuple[str, str], Future[dict[str, Verdict]]]
 ) -> None:
-    expected = {**MSS_CATCHES, **ANN_CATCHES}[defect]
-    tests = sorted({t for t, _ in expected})
-    verdicts = run_insi_scenarios(tmp_path / "run", f"reference:{defect}", tests, scenarios=scenarios)
-    _assert_caught(defect, expected, verdicts)
+    _assert_caught(defect, FAMILIES[family][1][defect], defect_runs[(family, defect)].result())
 
 
 def test_every_defect_is_in_the_suite() -> None:
-    suites = [set(CATCHES), set(DOCUMENT_CATCHES), set(DMP_CATCHES), set(MSS_CATCHES), set(ANN_CATCHES)]
+    suites = [set(catches) for _, catches in FAMILIES.values()]
     assert sum(len(s) for s in suites) == len(set().union(*suites))
     assert set().union(*suites) == set(DEFECTS)
 
