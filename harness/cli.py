@@ -314,6 +314,15 @@ def catalog(
     console.print(f"{len(rows)} requirements: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())))
 
 
+SERVE_PSC_CLIENT = (
+    "segur-harness-demo",
+    "demo-secret",
+    ("http://127.0.0.1:8400/callback",),
+    ("http://127.0.0.1:8400/",),
+)
+"""The client ``serve`` registers at its Pro Santé Connect simulator: id, secret, redirect URIs, post-logout URIs."""
+
+
 @app.command()
 def serve(
     duration: Annotated[float, typer.Option(help="stop after this many seconds (0 = until Ctrl-C)")] = 0.0,
@@ -323,6 +332,7 @@ def serve(
     annuaire_api_key: Annotated[
         str, typer.Option(help="the ESANTE-API-KEY the Annuaire Santé simulator accepts")
     ] = "test-api-key",
+    psc_port: Annotated[int, typer.Option(help="Pro Santé Connect port (0 = any free port)")] = 0,
     smtp_port: Annotated[int, typer.Option(help="MSSanté SMTP submission port (0 = any free port)")] = 0,
     imap_port: Annotated[int, typer.Option(help="MSSanté IMAP port (0 = any free port)")] = 0,
     mss_tls: Annotated[
@@ -353,6 +363,7 @@ def serve(
     from harness.simulators.insi import InsiSimulator
     from harness.simulators.insi.faults import FaultKind, InsiFault
     from harness.simulators.mssante import MssanteSimulator, TlsPolicy
+    from harness.simulators.psc import PscSimulator
 
     try:
         mss_policy = TlsPolicy(mss_tls)
@@ -378,6 +389,8 @@ def serve(
     annuaire = AnnuaireSimulator(pki=pki, port=annuaire_port, api_key=annuaire_api_key).start()
     mssante = MssanteSimulator(pki, smtp_port=smtp_port, imap_port=imap_port).start()
     mssante.set_tls_policy(mss_policy)
+    psc = PscSimulator(pki, port=psc_port).start()
+    psc.register_client(*SERVE_PSC_CLIENT)
     try:
         table = Table(title="Simulators (127.0.0.1)")
         table.add_column("service")
@@ -408,6 +421,12 @@ def serve(
         table.add_row("MSSanté IMAP", f"imap://{imap_host}:{imap_at}", "IMAP4rev1, STARTTLS required (Twisted)")
         for kind, url in mssante.dst_urls.items():
             table.add_row(f"MSSanté DST ({kind})", url, "POST /messages, body message/rfc822")
+        table.add_row(
+            "Pro Santé Connect",
+            psc.discovery_url,
+            "OpenID Connect (realm esante-wallet): authorization code + PKCE S256, acr eidas1, refresh, userinfo, "
+            "introspection, end-session, CIBA (poll)",
+        )
         console.print(table)
         console.print(
             "Mail client: server 127.0.0.1, SMTP port "
@@ -415,6 +434,16 @@ def serve(
             f"password {mssante.sut_password()}; trust the CA bundle below; client certificate: the organisation one"
         )
         console.print(f"Annuaire Santé base URL / API key: {annuaire.url} / ESANTE-API-KEY: {annuaire.api_key}")
+        client_id, client_secret, (redirect_uri,), (logout_uri,) = SERVE_PSC_CLIENT
+        console.print(f"PSC discovery URL:                 {psc.discovery_url}")
+        console.print(
+            f"PSC demo client id / secret:       {client_id} / {client_secret} (client_secret_basic or _post); "
+            f"redirect URI {redirect_uri}, post-logout redirect URI {logout_uri}"
+        )
+        console.print(
+            "PSC test professionals (SubjectNameID): "
+            + ", ".join(f"{p.subject_name_id} {p.given_name} {p.family_name}" for p in psc.professionals)
+        )
         console.print(f"CA bundle (trust this):            {pki.ca_bundle_path}")
         console.print(f"organisation certificate / key:    {pki.organisation.chain_path} / {pki.organisation.key_path}")
         console.print(f"CPS-like certificate / key:        {pki.cps.chain_path} / {pki.cps.key_path}")
@@ -429,7 +458,14 @@ def serve(
         dmp.stop()
         annuaire.stop()
         mssante.stop()
-        recorded = simulator.recorder.all() + dmp.recorder.all() + annuaire.recorder.all() + mssante.recorder.all()
+        psc.stop()
+        recorded = (
+            simulator.recorder.all()
+            + dmp.recorder.all()
+            + annuaire.recorder.all()
+            + mssante.recorder.all()
+            + psc.recorder.all()
+        )
         exchanges = sorted(recorded, key=lambda e: e.started)
         console.print(f"{len(exchanges)} exchanges recorded")
         if save_exchanges is not None:

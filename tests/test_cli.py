@@ -244,6 +244,61 @@ def test_serve_takes_mail_from_smtplib_and_saves_the_session(tmp_path: Path) -> 
     assert files and any("hello" in f.read_text(encoding="utf-8") for f in files)
 
 
+def test_serve_starts_pro_sante_connect_with_a_demo_client_an_oidc_client_can_use(tmp_path: Path) -> None:
+    """A QA engineer reads the discovery URL, the demo client and the professionals ``serve`` prints, and logs in."""
+    import re
+
+    import requests
+
+    from harness.simulators.psc import PscUserAgent
+
+    saved = tmp_path / "exchanges"
+    process, lines = _serve(tmp_path, f"--save-exchanges={saved}")
+    try:
+        text = "".join(lines)
+        discovery = re.search(r"PSC discovery URL:\s+(\S+)", text)
+        client = re.search(r"PSC demo client id / secret:\s+(\S+) / (\S+) .*redirect URI (\S+),", text)
+        professionals = re.search(r"PSC test professionals \(SubjectNameID\): (.+)", text)
+        assert discovery and client and professionals, text
+        assert discovery[1].endswith("/auth/realms/esante-wallet/.well-known/wallet-openid-configuration")
+        assert client[3] == "http://127.0.0.1:8400/callback" and "899700012345 JEAN TESTEUR" in professionals[1]
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(tmp_path / "pki" / "ca-bundle.pem")
+        document = session.get(discovery[1], timeout=10).json()
+        query = {
+            "response_type": "code",
+            "client_id": client[1],
+            "redirect_uri": client[3],
+            "scope": "openid scope_all",
+            "state": "etat-de-test-0123456789",
+            "nonce": "nonce-de-test-0123456789",
+            "acr_values": "eidas1",
+        }
+        login = PscUserAgent(tmp_path / "pki" / "ca-bundle.pem").login(
+            document["authorization_endpoint"] + "?" + "&".join(f"{k}={v}" for k, v in query.items()),
+            "899700012345",
+            stop_at=client[3],
+        )
+        assert login.stopped and "code" in login.query, login
+        token = session.post(
+            document["token_endpoint"],
+            data={"grant_type": "authorization_code", "code": login.query["code"], "redirect_uri": client[3]},
+            auth=(client[1], client[2]),
+            timeout=10,
+        )
+        assert token.status_code == 200 and "id_token" in token.json()
+        process.send_signal(2)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out
+    files = sorted(saved.glob("*-psc.json"))
+    assert len(files) >= 4, "discovery, authorization, login, token"
+    assert not any("demo-secret" in f.read_text(encoding="utf-8") for f in files), "secrets redacted"
+
+
 def test_serve_refuses_an_unknown_mssante_tls_policy(tmp_path: Path) -> None:
     done = cli("serve", "--duration=0.1", f"--pki-dir={tmp_path}", "--mss-tls=ssl3", timeout=60)
     assert done.returncode == 2 and "unknown MSSanté TLS policy" in done.stdout

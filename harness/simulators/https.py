@@ -13,12 +13,16 @@ What differs between simulators is a parameter, not a copy: the client-certifica
 of :func:`server_ssl_context`, the limits, the thread name and log label, the ``meta`` every
 record starts from, and an ``on_recorded`` hook called with the answer and its exchange
 before the answer is written. How a request is read (messages, deadlines, what is kept of a
-failed one) stays in each simulator's ``server`` module, in its :class:`HttpsHandler` subclass.
+failed one) stays in each simulator's ``server`` module, in its :class:`HttpsHandler` subclass,
+unless the simulator answers small requests: then :class:`RequestReader` reads them (bounded request
+line, ``Content-Length`` bodies only, a timeout on every read) and the subclass only says how to
+answer a request and how to refuse one that cannot be read (the Annuaire, Pro Santé Connect).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import socket
 import socketserver
@@ -399,6 +403,146 @@ class HttpsHandler(BaseHTTPRequestHandler):
                 if not piece:
                     break
                 drained += len(piece)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request as :class:`RequestReader` read it from the socket."""
+
+    method: str
+    target: str
+    headers: Message
+    body: bytes
+
+
+RequestT = TypeVar("RequestT", bound=ServedRequest)
+
+
+class RequestReader(HttpsHandler, Generic[RequestT, AnswerT]):
+    """Reads each request under the server's limits and hands it to :meth:`answer`; never raises.
+
+    A request line longer than ``max_line`` is refused with 414, a chunked body with 411, a body
+    over the server's ``max_body`` with 413, an unreadable request with 400: each refusal is the
+    answer :meth:`refusal` builds, recorded like any other exchange, and the connection is closed.
+    A read that times out closes the connection and is recorded as a ``timeout`` failure. An
+    answer's ``delay_s`` is waited before it is written, cut short (and recorded as cut) by
+    :meth:`HttpsServer.stop`. A subclass gives :meth:`answer`, :meth:`refusal` and
+    :meth:`internal_error`; :meth:`make_request` when its service reads its own request type.
+    """
+
+    max_line = 65536
+    disable_nagle_algorithm = True
+    """Headers and body go out in two writes: without TCP_NODELAY the body waits for the client's delayed ACK
+    (about 40 ms a request on Linux)."""
+    owner: HttpsServer[Any]
+
+    # -- what a subclass gives -------------------------------------------------------------------
+    def make_request(self, method: str, target: str, headers: Message, body: bytes) -> RequestT:
+        """The request object the service reads (by default an :class:`HttpRequest`)."""
+        return cast(RequestT, HttpRequest(method, target, headers, body))
+
+    def answer(self, request: RequestT) -> AnswerT:
+        """The service's answer to a request read whole."""
+        raise NotImplementedError
+
+    def refusal(self, status: int, fault: str, detail: str) -> AnswerT:
+        """The answer to a request that could not be read (``fault`` names why, ``detail`` says it)."""
+        raise NotImplementedError
+
+    def internal_error(self, exc: BaseException) -> AnswerT:
+        """The answer when :meth:`answer` raised (a simulator bug): a 500 the client can read."""
+        raise NotImplementedError
+
+    # -- reading ---------------------------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        self._expect_continue = False
+        self.requestline, self.command, self.path = "", "", ""  # what a refusal before parsing logs and records
+        self.request_version = self.protocol_version
+        self.headers = http.client.HTTPMessage()  # not the previous request's, on a kept-alive connection
+        try:
+            self.raw_requestline = self.rfile.readline(self.max_line + 1)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        started = utcnow()
+        if len(self.raw_requestline) > self.max_line:
+            self._refuse(started, 414, "request-line-too-long", f"ligne de requête au-delà de {self.max_line} octets")
+            return
+        try:
+            parsed = self.parse_request()
+        except (TimeoutError, OSError) as exc:
+            self._timed_out(started, exc)
+            return
+        if not parsed:
+            return  # send_error answered and recorded
+        try:
+            body = self._read_body()
+        except RequestFailed as failure:
+            self._refuse(started, failure.status, failure.fault, failure.detail)
+            return
+        except (TimeoutError, OSError) as exc:
+            self._timed_out(started, exc)
+            return
+        request = self.make_request(self.command, self.path, self.headers, body)
+        try:
+            answer = self.answer(request)
+        except Exception as exc:  # a simulator bug must still give the client an answer and leave a record
+            self.owner.log.exception("%s: internal error while answering", self.owner.label)
+            answer = self.internal_error(exc)
+        if answer.delay_s and self.owner.stopping.wait(answer.delay_s):
+            self.close_connection = True
+            self.owner.record(
+                started, self.client_address, request, answer, dict(self.tls), {"cut": "simulator stopped in the delay"}
+            )
+            return
+        exchange = self.owner.record(started, self.client_address, request, answer, dict(self.tls))
+        try:
+            self._write(answer)
+        except OSError as exc:
+            exchange.meta["write_error"] = f"{type(exc).__name__}: {exc}"
+
+    def _timed_out(self, started: datetime, exc: BaseException) -> None:
+        self.close_connection = True
+        self.owner.record_failure(started, self.client_address, "http", "", b"", "timeout", str(exc), dict(self.tls))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise RequestFailed(411, "chunked-body", "corps chunked non servi: envoyer Content-Length")
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return b""
+        if not declared.strip().isdigit():
+            raise RequestFailed(400, "bad-content-length", f"Content-Length {declared[:32]!r} invalide")
+        length = int(declared)
+        if length > self.owner.limits.max_body:
+            raise RequestFailed(413, "body-too-large", f"corps de {length} octets refusé")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise RequestFailed(400, "truncated-body", f"connexion fermée après {len(body)} octets")
+        return body
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Unreadable HTTP answered with the simulator's refusal (the stock page is HTML), and recorded."""
+        self.request_version = self.protocol_version  # a bad request line left it at HTTP/0.9 (no status line)
+        self._refuse(utcnow(), int(code), f"http-{int(code)}", message or "requête HTTP illisible")
+
+    def _refuse(self, started: datetime, status: int, fault: str, detail: str) -> None:
+        self.close_connection = True
+        answer = self.refusal(status, fault, detail)
+        request = self.make_request(
+            getattr(self, "command", "") or "",
+            (getattr(self, "path", "") or "")[:1024],
+            self.headers,
+            b"",
+        )
+        self.owner.record(started, self.client_address, request, answer, dict(self.tls))
+        with contextlib.suppress(OSError):
+            self._write(answer, close=True)
+        if status == 414 or (status == 413 and not self._expect_continue):
+            self._drain()
 
 
 def tls_facts(connection: socket.socket) -> dict[str, Any]:
