@@ -45,6 +45,8 @@ from harness.plugin.fixtures import (
     mssante,
     mssante_simulator,
     pki,
+    psc,
+    psc_simulator,
     sut,
 )
 from harness.plugin.session import SESSION_KEY, HarnessSession
@@ -70,6 +72,8 @@ __all__ = [
     "mssante",
     "mssante_simulator",
     "pki",
+    "psc",
+    "psc_simulator",
     "sut",
 ]
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from harness.simulators.dmp import DmpSimulator
     from harness.simulators.insi import IdentityBase, InsiSimulator
     from harness.simulators.mssante import MssanteSimulator
+    from harness.simulators.psc import PscSimulator
     from harness.validators.cda import CdaValidator
 
 
@@ -180,6 +181,44 @@ def annuaire(annuaire_simulator: AnnuaireSimulator, evidence: ScenarioEvidence) 
     annuaire_simulator.reset()
     evidence.track("annuaire", annuaire_simulator.recorder)
     return annuaire_simulator
+
+
+PSC_CLIENT_ID = "segur-harness-sut"
+"""The client id the harness registers for the SUT at its Pro Santé Connect simulator."""
+
+
+@pytest.fixture(scope="session")
+def psc_simulator(request: pytest.FixtureRequest, pki: TestPki, harness_sut: SutAdapter) -> Iterator[PscSimulator]:
+    """The Pro Santé Connect simulator for the run, with the SUT's client registered and the SUT pointed at it.
+
+    The SUT says which redirect URIs it uses (``psc_client``); the harness registers them with a
+    client secret made for the run, then gives the SUT the discovery URL, its client id and secret.
+    """
+    import secrets
+
+    from harness.simulators.psc import PscSimulator
+    from harness.sut.model import PscEndpoint
+
+    simulator = PscSimulator(pki, ciba_interval_s=1).start()
+    request.config.stash[SESSION_KEY].recorders["psc"] = simulator.recorder
+    try:
+        if Capability.PSC in harness_sut.describe().capabilities:
+            client = harness_sut.psc_client()
+            secret = secrets.token_urlsafe(24)
+            simulator.register_client(PSC_CLIENT_ID, secret, [client.redirect_uri], [client.post_logout_redirect_uri])
+            endpoint = PscEndpoint(simulator.discovery_url, PSC_CLIENT_ID, secret, pki.ca_bundle_pem.decode("ascii"))
+            harness_sut.configure_endpoints(EndpointConfig(psc=endpoint))
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def psc(psc_simulator: PscSimulator, evidence: ScenarioEvidence) -> PscSimulator:
+    """The Pro Santé Connect simulator, reset (no misbehaviour, no fault, no record; clients kept) for this scenario."""
+    psc_simulator.reset()
+    evidence.track("psc", psc_simulator.recorder)
+    return psc_simulator
 
 
 @pytest.fixture

@@ -149,6 +149,17 @@ class PscSimulator(ServedSimulator):
     def ca_bundle_path(self) -> Path:
         return self.pki.ca_bundle_path
 
+    def access_token_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of an access token this simulator issued (signature, issuer and type checked), else None.
+
+        What a resource server behind PSC would learn by introspection: scenarios use it to tell
+        whose PSC identity a call to INSi or the DMP carried.
+        """
+        claims = self._service.keys.verify(token)
+        if claims is None or claims.get("typ") != "Bearer" or claims.get("iss") != self.issuer:
+            return None
+        return claims
+
     def discovery(self) -> dict[str, Any]:
         """The discovery document as served."""
         return self._service.discovery()
