@@ -37,11 +37,13 @@ from harness.sut.model import (
     MssanteEndpoint,
     MssSendRequest,
     PatientTraits,
+    PscEndpoint,
 )
 from harness.sut.reference import ReferenceSut
 from tests.conftest import REPO
 from tests.dmp_stub import DmpStub
 from tests.test_reference_mss import BAL, PEER, OperatorStub
+from tests.test_reference_psc import CAMILLE, ProviderStub
 
 SPEC = REPO / "harness" / "sut" / "openapi.yaml"
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -116,23 +118,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
     return TestPki.generate(tmp_path_factory.mktemp("pki"))
 
 
-Driven = tuple[ReferenceSut, ContractCheck, InsiSimulator, DmpStub, OperatorStub, AnnuaireSimulator]
+Driven = tuple[ReferenceSut, ContractCheck, InsiSimulator, DmpStub, OperatorStub, AnnuaireSimulator, ProviderStub]
 
 
 @pytest.fixture
 def driven(pki: TestPki, tmp_path: Path) -> Iterator[Driven]:
-    with InsiSimulator(pki) as insi, DmpStub(pki) as dmp, OperatorStub(pki) as mss, AnnuaireSimulator(pki) as annuaire:
+    with (
+        InsiSimulator(pki) as insi,
+        DmpStub(pki) as dmp,
+        OperatorStub(pki) as mss,
+        AnnuaireSimulator(pki) as annuaire,
+        ProviderStub(pki) as psc,
+    ):
         sut = ReferenceSut(tmp_path / "reference", timeout_s=10.0)
         check = ContractCheck(sut.base_url)
         sut._session.hooks["response"].append(check)
         try:
-            yield sut, check, insi, dmp, mss, annuaire
+            yield sut, check, insi, dmp, mss, annuaire, psc
         finally:
             sut.close()
 
 
 def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
-    sut, check, insi, dmp, mss, annuaire = driven
+    sut, check, insi, dmp, mss, annuaire, psc = driven
     sut.describe()
     dmp_endpoint = DmpEndpoint(
         url=dmp.url,
@@ -225,6 +233,26 @@ def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
     assert sut.reply_mss(received.message_id, "Bien reçu").result == "sent"
     assert sut.find_correspondents(family="MARTIN") and sut.find_correspondents(idnps="810000000001")
     sut.traces()  # the MSSanté and Annuaire calls too
+
+    sut.configure_endpoints(EndpointConfig(psc=PscEndpoint(**psc.config())))
+    client = sut.psc_client()
+    user_id = sut.create_user("camille", "juste", CAMILLE.subject_name_id, "TEMOIN", "Camille")
+    start = sut.start_psc_login()
+    back = requests.get(
+        start.authorization_url, verify=str(psc.pki.ca_bundle_path), allow_redirects=False, timeout=10
+    ).headers["Location"]
+    assert back.startswith(client.redirect_uri)
+    assert sut._session.get(back, timeout=30).status_code == 200  # the browser back at the SUT
+    assert sut.psc_session().user_id == user_id
+    sut.traces()  # an INSi call now carries the PSC token: auth_mode PSC in the call log
+    assert sut.search_ins(patient.id, mode="traits").outcome == "found"
+    assert sut.traces()[-1].auth_mode == "PSC"
+    state = dict(re.findall(r"[?&](state)=([^&]+)", sut.psc_logout().end_session_url))["state"]
+    assert sut._session.get(f"{client.post_logout_redirect_uri}?state={state}", timeout=30).status_code == 200
+    assert sut.password_login("camille", "juste").method == "password"
+    with pytest.raises(SutRefused):
+        sut.password_login("camille", "faux")
+    sut.start_psc_ciba(CAMILLE.subject_name_id)
 
     assert check.problems == []
     assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"

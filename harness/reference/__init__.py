@@ -2,7 +2,8 @@
 
 The reference system implements the control API (``harness/sut/openapi.yaml``) and talks
 to the national-service simulators with the real protocols (INSi SOAP 1.2 over mutual
-TLS, HL7 v2 over MLLP, the DMP's ITI-41 as MTOM and ITI-57 with a signed VIHF). It
+TLS, HL7 v2 over MLLP, the DMP's ITI-41 as MTOM and ITI-57 with a signed VIHF, MSSanté
+SMTP and IMAP, the Annuaire Santé FHIR API, Pro Santé Connect's OpenID Connect). It
 follows the INS rules by default; switchable defects
 (:mod:`harness.reference.defects`) make it break one rule at a time, so every scenario
 can be shown to fail on the non-conforming behaviour it is meant to catch.

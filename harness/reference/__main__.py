@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--profiles", default=None, help="comma-separated ANS profiles to claim (default: the reference set)"
     )
     parser.add_argument("--mllp-port", type=int, default=0, help="MLLP port (default 0: any free port)")
-    parser.add_argument("--call-timeout", type=float, default=5.0, help="INSi call timeout in seconds (default 5)")
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=5.0,
+        help="timeout of each call to a national service (INSi, DMP, PSC...) in seconds (default 5)",
+    )
     parser.add_argument(
         "--exit-with-parent",
         action="store_true",
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     host, port = mllp.address
     ready = {"url": f"http://{args.host}:{http.server_port}", "mllp": {"host": host, "port": port}, "pid": os.getpid()}
+    app.base_url = str(ready["url"])
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     sys.stdout = sys.stderr  # nothing else may reach the launcher's pipe

@@ -4,8 +4,9 @@ This is the only door the harness uses to drive the practice. Every answer is JS
 every error is ``application/problem+json`` with the status the contract implies:
 400 for a body that is not JSON, 404 for an unknown identity, document, message or path, 409 when
 the operation does not apply (nothing configured, no INS to verify, a document the practice
-did not produce), 422 for refused data, 502 when the MSSanté operator or the Annuaire Santé
-cannot be used (the reason in the detail),
+did not produce, a login taken), 422 for refused data, 502 when the MSSanté operator, the
+Annuaire Santé or Pro Santé Connect cannot be used (the reason in the detail), 400 for a PSC
+login refused (a bad token, a wrong state...), 401 for a wrong password,
 and even an unexpected failure is a 500 with a JSON body, never a bare traceback.
 """
 
@@ -21,6 +22,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from harness.reference import PUBLISHER, SOFTWARE, __version__
+from harness.reference.accounts import LoginFailed, LoginTaken
 from harness.reference.annuaire_client import AnnuaireClient, AnnuaireUnavailable
 from harness.reference.dmp import DmpService
 from harness.reference.documents import DocumentService
@@ -28,6 +30,8 @@ from harness.reference.feeds import FeedIntegrator
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
 from harness.reference.mss import MssService, OperatorUnavailable, UnknownMessage
+from harness.reference.psc import PscRejected, PscService
+from harness.reference.psc_client import PscUnavailable
 from harness.reference.settings import parse_instant
 from harness.reference.store import UnknownDocument
 
@@ -45,9 +49,11 @@ CAPABILITIES = (
     "dmp",
     "mssante",
     "annuaire",
+    "psc",
 )
 MAX_QUERY = 200
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_PARAMETER = 4096
 
 Handler = Callable[..., tuple[int, Any]]
 
@@ -72,6 +78,12 @@ class ControlApi:
         self.documents = documents or DocumentService(service)
         self.dmp = DmpService(self.documents)
         self.mss = MssService(self.documents)
+        self.psc = PscService(service)
+        self.base_url = ""
+        """The control API's own URL (``http://127.0.0.1:<port>``), the base of the PSC redirect URIs.
+
+        Set by the process once it listens; until then the request's host is used.
+        """
         self._routes: dict[str, Handler] = {
             "capabilities": self.capabilities,
             "endpoints": self.put_endpoints,
@@ -99,6 +111,15 @@ class ControlApi:
             "identity_feed": self.identity_feed,
             "worklist": self.worklist,
             "traces": self.traces,
+            "psc_client": self.psc_client,
+            "psc_login": self.psc_login,
+            "psc_callback": self.psc_callback,
+            "psc_ciba": self.psc_ciba,
+            "psc_session": self.psc_session,
+            "psc_logout": self.psc_logout,
+            "psc_logged_out": self.psc_logged_out,
+            "create_user": self.create_user,
+            "user_login": self.user_login,
         }
         self._map = Map(
             [
@@ -128,6 +149,15 @@ class ControlApi:
                 Rule("/identity-feeds", endpoint="identity_feed", methods=["POST"]),
                 Rule("/worklist", endpoint="worklist", methods=["GET"]),
                 Rule("/traces", endpoint="traces", methods=["GET"]),
+                Rule("/psc/client", endpoint="psc_client", methods=["GET"]),
+                Rule("/psc/login", endpoint="psc_login", methods=["POST"]),
+                Rule("/psc/callback", endpoint="psc_callback", methods=["GET"]),
+                Rule("/psc/ciba", endpoint="psc_ciba", methods=["POST"]),
+                Rule("/psc/session", endpoint="psc_session", methods=["GET"]),
+                Rule("/psc/logout", endpoint="psc_logout", methods=["POST"]),
+                Rule("/psc/logged-out", endpoint="psc_logged_out", methods=["GET"]),
+                Rule("/users", endpoint="create_user", methods=["POST"]),
+                Rule("/users/login", endpoint="user_login", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -151,11 +181,15 @@ class ControlApi:
             return _problem(404, "Unknown document", str(exc))
         except UnknownMessage as exc:
             return _problem(404, "Unknown message", str(exc))
-        except Conflict as exc:
+        except (Conflict, LoginTaken) as exc:
             return _problem(409, "Not applicable now", str(exc))
+        except PscRejected as exc:
+            return _problem(400, "Login refused", str(exc))
+        except LoginFailed as exc:
+            return _problem(401, "Login failed", str(exc))
         except InvalidInput as exc:
             return _problem(422, "Refused", str(exc))
-        except (OperatorUnavailable, AnnuaireUnavailable) as exc:
+        except (OperatorUnavailable, AnnuaireUnavailable, PscUnavailable) as exc:
             return _problem(502, "National service unavailable", str(exc))
         except HTTPException as exc:
             return _problem(exc.code or 500, exc.name, exc.description or "")
@@ -184,6 +218,7 @@ class ControlApi:
 
     def reset(self, request: Request) -> tuple[int, Any]:
         self.service.store.wipe_test_data()
+        self.psc.reset()
         return 204, None
 
     def get_clock(self, request: Request) -> tuple[int, Any]:
@@ -289,6 +324,39 @@ class ControlApi:
     def traces(self, request: Request) -> tuple[int, Any]:
         return 200, {"items": self.service.store.list_traces()}
 
+    # -- Pro Santé Connect and local accounts -------------------------------------------------------
+    def psc_client(self, request: Request) -> tuple[int, Any]:
+        return 200, self.psc.client(self._base(request))
+
+    def psc_login(self, request: Request) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, self.psc.start_login(self._base(request))
+
+    def psc_callback(self, request: Request) -> tuple[int, Any]:
+        return 200, self.psc.callback(_query(request, ("code", "state", "error", "error_description")))
+
+    def psc_ciba(self, request: Request) -> tuple[int, Any]:
+        return 202, self.psc.start_ciba(_json(request))
+
+    def psc_session(self, request: Request) -> tuple[int, Any]:
+        return 200, self.psc.session_json()
+
+    def psc_logout(self, request: Request) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, self.psc.logout(self._base(request))
+
+    def psc_logged_out(self, request: Request) -> tuple[int, Any]:
+        return 200, self.psc.logged_out(_query(request, ("state",)))
+
+    def create_user(self, request: Request) -> tuple[int, Any]:
+        return 201, self.psc.create_user(_json(request))
+
+    def user_login(self, request: Request) -> tuple[int, Any]:
+        return 200, self.psc.password_login(_json(request))
+
+    def _base(self, request: Request) -> str:
+        return self.base_url or request.host_url.rstrip("/")
+
 
 def _json(request: Request, optional: bool = False) -> Any:
     raw = request.get_data(cache=False)
@@ -300,6 +368,11 @@ def _json(request: Request, optional: bool = False) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadJson(f"the body is not JSON: {exc}") from None
+
+
+def _query(request: Request, names: tuple[str, ...]) -> dict[str, str]:
+    """The named query parameters (the first of each), each cut to a sane length."""
+    return {name: request.args.get(name, "")[:MAX_PARAMETER] for name in names if name in request.args}
 
 
 def _problem(status: int, title: str, detail: str) -> Response:

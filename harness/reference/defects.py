@@ -1,4 +1,4 @@
-"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté or Annuaire rule.
+"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté, Annuaire or PSC rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -77,6 +77,19 @@ DEFECTS: dict[str, str] = {
     "mss-no-mdn": "a message asking for a read receipt (Disposition-Notification-To) gets no MDN back.",
     "ann-wrong-mailbox": "the correspondent's BAL is the first e-mail telecom, not the one typed MSSANTE.",
     "ann-no-api-key": "Annuaire Santé searches are sent without the ESANTE-API-KEY header.",
+    "psc-no-nonce": "the PSC authorization request carries no nonce, and none is checked in the ID token.",
+    "psc-no-pkce": "the PSC authorization request has no code_challenge, the code exchange no code_verifier.",
+    "psc-no-acr": "the PSC authorization request has no acr_values.",
+    "psc-ignores-state": "the PSC callback's state is not checked (the latest login in progress is taken).",
+    "psc-accepts-bad-signature": (
+        "the ID token and a userinfo JWT are decoded without verifying their signature (alg none passes too)."
+    ),
+    "psc-accepts-expired": "the ID token's exp is not checked.",
+    "psc-skips-claims": "the ID token's iss, aud, nonce and acr are not checked.",
+    "psc-ignores-userinfo-sub": "the userinfo sub is not compared with the ID token's.",
+    "psc-no-end-session": "logout is local only: no PSC end-session URL.",
+    "psc-no-linking": "a PSC login always creates a new account, never the one whose IDNPS is the SubjectNameID.",
+    "psc-not-used-for-apis": "INSi and DMP calls made in a PSC session carry no PSC token nor the PSC user.",
 }
 """Defect name → what it breaks."""
 

@@ -16,6 +16,13 @@ What was sent (entry UUIDs, the registry's answers) and the patient's consent li
 the store; each call is in the practice's call log. The DMP defects
 of :mod:`harness.reference.defects` are switched here, each where it acts (the VIHF
 ones in :mod:`harness.reference.vihf`, the historical date in :mod:`harness.reference.cda`).
+
+In a Pro Santé Connect session (inferred from DMP/PSC.01 and PSC.10, no public wire
+detail read) the VIHF names the PSC professional (``Subject/NameID`` their
+SubjectNameID, ``subject-id`` their names), each request carries the PSC access token
+as Bearer, and the call log says ``auth_mode`` ``PSC`` with the professional's
+SubjectNameID; otherwise the practice's own professional and the organisation
+certificate alone.
 """
 
 from __future__ import annotations
@@ -185,7 +192,7 @@ class DmpService:
         subject = self._subject(patient_cx)
         self._authorisation(client, patient, patient_cx, subject, now)
         answer = client.provide_and_register(request, [attachment], subject, now)
-        self._trace(ITI41, patient.id, answer, record["document_id"], entry.entry_uuid)
+        self._trace(client, ITI41, patient.id, answer, record["document_id"], entry.entry_uuid)
         event: dict[str, Any] = {
             "action": "replace" if state.get("current") else "send",
             "document_id": record["document_id"],
@@ -229,7 +236,7 @@ class DmpService:
             self._submission(patient_cx, self._author(), now), current["entry_uuid"], DELETED
         )
         answer = client.update_document_set(request, subject, now)
-        self._trace(ITI57, patient.id, answer, current["document_id"], current["entry_uuid"])
+        self._trace(client, ITI57, patient.id, answer, current["document_id"], current["entry_uuid"])
         event.update(status=answer.status, message_id=answer.message_id, time=self.identities.clock.iso())
         state.setdefault("history", []).append(event)
         if answer.accepted:
@@ -265,7 +272,7 @@ class DmpService:
         """The ``dmp-requests-authorisation`` defect: a TD0.3 before each feed or deletion."""
         if self.has("dmp-requests-authorisation"):
             answer = client.add_authorisation(patient_cx, subject, now)
-            self._trace(TD03, patient.id, answer, "", "")
+            self._trace(client, TD03, patient.id, answer, "", "")
 
     # -- metadata ------------------------------------------------------------------------------------
     def _entry(
@@ -301,9 +308,13 @@ class DmpService:
 
     def _subject(self, patient_cx: str) -> VihfSubject:
         author, practice = self.catalog.author, self.catalog.practice
+        user_id, family, given = author.id_nat_ps, author.family, author.given
+        psc = self.identities.psc_user()
+        if psc is not None:
+            user_id, family, given = psc.subject_name_id, psc.family, psc.given
         return VihfSubject(
-            user_id=author.id_nat_ps,
-            user_name=f"{author.family} {author.given}, {practice.name}",
+            user_id=user_id,
+            user_name=f"{family} {given}, {practice.name}",
             role_code=author.profession_code,
             role_display=author.profession_display,
             sector=practice.healthcare_facility_code,
@@ -317,7 +328,12 @@ class DmpService:
         endpoint = self.identities.endpoints.dmp()
         if endpoint is None:
             raise Conflict("no DMP endpoint configured (PUT /config/endpoints)")
-        return DmpClient(endpoint, self.identities.call_timeout_s, self.identities.defects)
+        psc = self.identities.psc_user()
+        token = psc.access_token if psc is not None else ""
+        subject = psc.subject_name_id if psc is not None else ""
+        return DmpClient(
+            endpoint, self.identities.call_timeout_s, self.identities.defects, psc_token=token, psc_subject=subject
+        )
 
     def _state(self, patient_id: str, record: dict[str, Any]) -> dict[str, Any]:
         state = self.store.dmp_document(str(record["set_id"]))
@@ -329,18 +345,22 @@ class DmpService:
     def _save(self, patient_id: str, record: dict[str, Any], state: dict[str, Any]) -> None:
         self.store.save_dmp_document(str(record["set_id"]), patient_id, state)
 
-    def _trace(self, action: str, patient_id: str, answer: DmpAnswer, document_id: str, entry_uuid: str) -> None:
+    def _trace(
+        self, client: DmpClient, action: str, patient_id: str, answer: DmpAnswer, document_id: str, entry_uuid: str
+    ) -> None:
         entry: dict[str, Any] = {
             "timestamp": self.identities.clock.iso(),
             "service": "DMP",
             "operation": TRANSACTIONS[action],
-            "auth_mode": AuthMode.ORGANISATION.value,
+            "auth_mode": AuthMode.PSC.value if client.psc_token else AuthMode.ORGANISATION.value,
             "patient_id": patient_id,
             "return_code": answer.status,
             "message_id": answer.message_id,
             "document_id": document_id,
             "entry_uuid": entry_uuid,
         }
+        if client.psc_token:
+            entry["subject_name_id"] = client.psc_subject
         if answer.errors:
             entry["errors"] = [e.to_json() for e in answer.errors]
         if answer.detail:

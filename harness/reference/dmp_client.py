@@ -6,7 +6,9 @@ One endpoint takes every DMP transaction, chosen by the WS-Addressing ``Action``
 certificate as client identity, the server checked against the configured CA bundle.
 ITI-41 travels as MTOM (:mod:`harness.reference.mtom`); ITI-57 and TD0.3 as plain SOAP.
 A call runs in a worker thread and is abandoned after ``timeout_s``: a silent DMP gives
-status ``error``, never a blocked control API.
+status ``error``, never a blocked control API. In a Pro Santé Connect session each request
+also carries the PSC access token as ``Authorization: Bearer`` (inferred from DMP/PSC.01;
+no public wire detail was read).
 """
 
 from __future__ import annotations
@@ -95,10 +97,21 @@ class Exchange:
 class DmpClient:
     """Sends DMP transactions for the practice, each with a fresh VIHF."""
 
-    def __init__(self, endpoint: DmpEndpoint, timeout_s: float, defects: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        endpoint: DmpEndpoint,
+        timeout_s: float,
+        defects: frozenset[str] = frozenset(),
+        psc_token: str = "",
+        psc_subject: str = "",
+    ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.defects = defects
+        self.psc_token = psc_token
+        """The PSC access token in a PSC session (sent as Bearer), ``""`` otherwise."""
+        self.psc_subject = psc_subject
+        """The PSC professional's SubjectNameID in a PSC session (the call log names them)."""
         self._cert_pem = endpoint.client_cert_file.read_bytes()
         self._key_pem = endpoint.client_key_file.read_bytes()
 
@@ -158,11 +171,14 @@ class DmpClient:
         return DmpAnswer(answer.status, answer.errors, answer.detail, exchange.message_id, answer.http_status)
 
     def _exchange(self, content_type: str, body: bytes) -> DmpAnswer:
+        headers = {"Content-Type": content_type}
+        if self.psc_token:
+            headers["Authorization"] = f"Bearer {self.psc_token}"
         try:
             reply = post_bounded(
                 self.endpoint.url,
                 body,
-                {"Content-Type": content_type},
+                headers,
                 cert=(self.endpoint.client_cert_file, self.endpoint.client_key_file),
                 ca_file=self.endpoint.ca_file,
                 timeout_s=self.timeout_s,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.reference import CENTRE_DE_SANTE
+from harness.reference.accounts import CurrentSession, UserSession
 from harness.reference.insi import AuthMode, InsiClient, InsiNotConfigured
 from harness.reference.model import (
     Ins,
@@ -115,6 +116,8 @@ class IdentityService:
         self.call_timeout_s = call_timeout_s
         self._guard = threading.Lock()
         self._locks: dict[str, threading.RLock] = {}
+        self.session = CurrentSession()
+        """Who is logged in to the practice (:mod:`harness.reference.psc` logs users in and out)."""
 
     # -- plumbing shared with the feed rules ------------------------------------------------
     def has(self, defect: str) -> bool:
@@ -135,37 +138,60 @@ class IdentityService:
             return AuthMode.ORGANISATION
         return AuthMode.CPS
 
+    def psc_user(self) -> UserSession | None:
+        """The Pro Santé Connect session the national-service calls are made in, if any.
+
+        Inferred (PSC.10, INS/PSC.01, DMP/PSC.01; no public ANS wire detail was read): in
+        a PSC session INSi and the DMP are called with the PSC access token as Bearer and
+        the PSC professional as the user. The ``psc-not-used-for-apis`` defect ignores it.
+        """
+        return None if self.has("psc-not-used-for-apis") else self.session.psc()
+
     def insi_client(self) -> InsiClient:
-        """A client for the configured endpoint; raises InsiNotConfigured."""
+        """A client for the configured endpoint, in PSC mode during a PSC session; raises InsiNotConfigured."""
         endpoint = self.endpoints.insi()
         if endpoint is None:
             raise InsiNotConfigured("no INSi endpoint configured (PUT /config/endpoints)")
+        user = self.psc_user()
         return InsiClient(
-            endpoint, self.auth_mode, self.lps, self.call_timeout_s, with_idam=not self.has("bad-lps-context")
+            endpoint,
+            AuthMode.PSC if user is not None else self.auth_mode,
+            self.lps,
+            self.call_timeout_s,
+            with_idam=not self.has("bad-lps-context"),
+            psc_token=user.access_token if user is not None else "",
+            psc_subject=user.subject_name_id if user is not None else "",
         )
 
     def call_by_traits(self, client: InsiClient, query: TraitsQuery, purpose: str, patient_id: str) -> CheckedAnswer:
         """One RECSANSVITALE call, checked and traced."""
         answer = client.search_by_traits(query, self.clock.now())
-        return self._checked_and_traced(answer, TRAITS_OPERATION, purpose, patient_id, query.to_json())
+        return self._checked_and_traced(client, answer, TRAITS_OPERATION, purpose, patient_id, query.to_json())
 
     def call_by_card(self, client: InsiClient, query: CardQuery, patient_id: str) -> CheckedAnswer:
         """One RECVITALE call, checked and traced."""
         answer = client.search_by_card(query, self.clock.now())
-        return self._checked_and_traced(answer, CARD_OPERATION, RETRIEVAL, patient_id, query.to_json())
+        return self._checked_and_traced(client, answer, CARD_OPERATION, RETRIEVAL, patient_id, query.to_json())
 
     def _checked_and_traced(
-        self, answer: InsiAnswer, operation: str, purpose: str, patient_id: str, request: dict[str, Any]
+        self,
+        client: InsiClient,
+        answer: InsiAnswer,
+        operation: str,
+        purpose: str,
+        patient_id: str,
+        request: dict[str, Any],
     ) -> CheckedAnswer:
         rejected = ""
         if answer.individu is not None and not is_valid_matricule(answer.individu.active.matricule):
             rejected = f"INSi returned matricule {answer.individu.active.matricule!r} whose NIR key is wrong"
-        self._trace(answer, operation, purpose, patient_id, request, rejected)
+        self._trace(client, answer, operation, purpose, patient_id, request, rejected)
         log.info("INSi %s (%s) for %s: %s %s", operation, purpose, patient_id, answer.code, answer.detail)
         return CheckedAnswer(answer, rejected)
 
     def _trace(
         self,
+        client: InsiClient,
         answer: InsiAnswer,
         operation: str,
         purpose: str,
@@ -180,13 +206,15 @@ class IdentityService:
             "service": "INSi",
             "operation": operation,
             "purpose": purpose,
-            "auth_mode": self.auth_mode.value,
+            "auth_mode": client.auth_mode.value,
             "patient_id": patient_id,
             "return_code": answer.code,
             "label": answer.label,
             "message_id": answer.message_id,
             "request": request,
         }
+        if client.psc_subject:
+            entry["subject_name_id"] = client.psc_subject
         if answer.detail:
             entry["detail"] = answer.detail
         if answer.individu is not None and not self.has("incomplete-insi-trace"):

@@ -3,6 +3,11 @@
 It sends the envelopes of :mod:`harness.reference.soap` over HTTPS, always checking the
 server against the configured CA bundle, with either the organisation certificate
 (mutual TLS, empty ``wsse:Security``) or the CPS certificate plus a signed assertion.
+In a Pro Santé Connect session (mode ``PSC``, inferred from INS/PSC.01: no public wire
+detail was read) the request carries the PSC access token as ``Authorization: Bearer``,
+over mutual TLS with the organisation certificate (the CPS one when it is the only one
+configured) and an empty ``wsse:Security``: the professional is authenticated by PSC,
+not by a CPS assertion.
 A call runs in a worker thread and is abandoned after ``timeout_s``: a silent or
 trickling server gives code ``error``, never a blocked control API.
 """
@@ -41,6 +46,7 @@ class AuthMode(enum.StrEnum):
 
     ORGANISATION = "organisation-certificate"
     CPS = "cps"
+    PSC = "PSC"
 
 
 class InsiNotConfigured(RuntimeError):
@@ -63,16 +69,32 @@ class InsiClient:
     """Calls INSi for one authentication mode."""
 
     def __init__(
-        self, endpoint: InsiEndpoint, auth_mode: AuthMode, lps: LpsIdentity, timeout_s: float, with_idam: bool = True
+        self,
+        endpoint: InsiEndpoint,
+        auth_mode: AuthMode,
+        lps: LpsIdentity,
+        timeout_s: float,
+        with_idam: bool = True,
+        psc_token: str = "",
+        psc_subject: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.auth_mode = auth_mode
         self.lps = lps
         self.timeout_s = timeout_s
         self.with_idam = with_idam
+        self.psc_token = psc_token
+        self.psc_subject = psc_subject
+        """The PSC professional's SubjectNameID in PSC mode (the call log names them)."""
         if auth_mode is AuthMode.ORGANISATION:
             cert, key = endpoint.client_cert_file, endpoint.client_key_file
             missing = "organisation certificate and key"
+        elif auth_mode is AuthMode.PSC:
+            if endpoint.client_cert_file is not None and endpoint.client_key_file is not None:
+                cert, key = endpoint.client_cert_file, endpoint.client_key_file
+            else:
+                cert, key = endpoint.cps_cert_file, endpoint.cps_key_file
+            missing = "organisation (or CPS) certificate and key"
         else:
             cert, key = endpoint.cps_cert_file, endpoint.cps_key_file
             missing = "CPS certificate and key"
@@ -101,7 +123,7 @@ class InsiClient:
         )
 
     def _security(self, now: datetime) -> etree._Element | None:
-        if self.auth_mode is AuthMode.ORGANISATION:
+        if self.auth_mode is not AuthMode.CPS:
             return None
         return saml.cps_assertion(
             self._cert_pem, self._key_file.read_bytes(), self._emitter, now, self.lps.name, self.lps.version
@@ -125,6 +147,8 @@ class InsiClient:
 
     def _exchange(self, ctx: CallContext, envelope: bytes) -> InsiAnswer:
         headers = {"Content-Type": f'application/soap+xml; charset=utf-8; action="{ctx.action}"'}
+        if self.auth_mode is AuthMode.PSC:
+            headers["Authorization"] = f"Bearer {self.psc_token}"
         try:
             reply = post_bounded(
                 self.endpoint.url,

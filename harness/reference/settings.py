@@ -1,4 +1,4 @@
-"""What the harness configures in the practice: its clock and the INSi, DMP, MSSanté and Annuaire endpoints.
+"""What the harness configures in the practice: its clock and the INSi, DMP, MSSanté, Annuaire and PSC endpoints.
 
 All survive a restart (they live in the settings table). PEM material is checked,
 then written to files under the database folder, because the TLS stack reads
@@ -24,6 +24,7 @@ from harness.reference.dmp_client import DmpEndpoint
 from harness.reference.insi import InsiEndpoint
 from harness.reference.model import InvalidInput
 from harness.reference.mss_transport import MssanteEndpoint
+from harness.reference.psc_client import PscEndpoint
 from harness.reference.store import Store
 
 
@@ -84,6 +85,7 @@ class EndpointSettings:
         checked = {name: self._checked(name, body[name]) for name in ("insi", "dmp") if body.get(name) is not None}
         mssante = _mssante_section(body["mssante"]) if body.get("mssante") is not None else None
         annuaire = _annuaire_section(body["annuaire"]) if body.get("annuaire") is not None else None
+        psc = _psc_section(body["psc"]) if body.get("psc") is not None else None
         for name, (url, pems) in checked.items():
             self._write(name, url, pems)
         if mssante is not None:
@@ -92,6 +94,9 @@ class EndpointSettings:
         if annuaire is not None:
             fields, pems = annuaire
             self._write("annuaire", str(fields.pop("url")), pems, fields)
+        if psc is not None:
+            fields, pems = psc
+            self._write("psc", str(fields.pop("discovery_url")), pems, fields)
 
     def _checked(self, name: str, section: Any) -> tuple[str, dict[str, str]]:
         if not isinstance(section, dict):
@@ -189,6 +194,19 @@ class EndpointSettings:
         data = json.loads(raw)
         return AnnuaireEndpoint(url=data["url"], api_key=data["api_key"], ca_file=Path(data["files"]["ca_pem"]))
 
+    def psc(self) -> PscEndpoint | None:
+        """The configured Pro Santé Connect (discovery document and client registration), or None."""
+        raw = self._store.get_setting("psc")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return PscEndpoint(
+            discovery_url=data["url"],
+            client_id=data["client_id"],
+            client_secret=data["client_secret"],
+            ca_file=Path(data["files"]["ca_pem"]),
+        )
+
 
 _PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem", "cps_cert_pem", "cps_key_pem")
 _DMP_PEM_FIELDS = ("ca_pem", "client_cert_pem", "client_key_pem")
@@ -250,6 +268,27 @@ def _annuaire_section(section: Any) -> tuple[dict[str, Any], dict[str, str]]:
         raise InvalidInput(f"'{name}.ca_pem' is required")
     _check_certificates(f"{name}.ca_pem", ca_pem)
     return {"url": url.rstrip("/"), "api_key": api_key.strip()}, {"ca_pem": ca_pem}
+
+
+def _psc_section(section: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The checked ``psc`` section: discovery URL and client registration, and the CA bundle."""
+    name = "psc"
+    if not isinstance(section, dict):
+        raise InvalidInput(f"'{name}' must be an object")
+    url = section.get("discovery_url")
+    if not isinstance(url, str) or not url.startswith("https://") or len(url) > 2000:
+        raise InvalidInput(f"'{name}.discovery_url' must be an https URL")
+    fields: dict[str, Any] = {"discovery_url": url}
+    for field in ("client_id", "client_secret"):
+        value = section.get(field)
+        if not isinstance(value, str) or not value.strip() or len(value) > 512:
+            raise InvalidInput(f"'{name}.{field}' must be a non-empty string")
+        fields[field] = value.strip()
+    ca_pem = _pem_field(section, name, "ca_pem")
+    if not ca_pem:
+        raise InvalidInput(f"'{name}.ca_pem' is required")
+    _check_certificates(f"{name}.ca_pem", ca_pem)
+    return fields, {"ca_pem": ca_pem}
 
 
 def _pem_field(section: dict[str, Any], section_name: str, name: str) -> str:

@@ -1,4 +1,6 @@
-"""The practice's SQLite database: identities, INS history, call log, work list, documents, DMP, MSSanté, settings.
+"""The practice's SQLite database: identities and INS history, call log, work list, documents, DMP, MSSanté, users.
+
+It keeps the settings too.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
 afterwards and a restarted process finds its configuration again. One connection,
@@ -67,6 +69,14 @@ CREATE TABLE IF NOT EXISTS mss_messages (
 );
 CREATE INDEX IF NOT EXISTS mss_messages_id ON mss_messages(message_id, direction);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE,
+    login TEXT UNIQUE,
+    subject_name_id TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS users_subject ON users(subject_name_id);
 """
 
 
@@ -76,6 +86,10 @@ class DuplicateDocument(ValueError):
 
 class UnknownDocument(LookupError):
     """No document with this id for this patient (the API answers 404)."""
+
+
+class DuplicateLogin(ValueError):
+    """A local account with this login already exists."""
 
 
 class Store:
@@ -289,13 +303,53 @@ class Store:
             rows = self._db.execute(query, (direction,)).fetchall()
         return [{"message_id": r[0], **json.loads(r[1])} for r in rows]
 
+    # -- users -----------------------------------------------------------------------------
+    def add_user(self, login: str | None, subject_name_id: str, data: dict[str, Any]) -> str:
+        """Store a local account (``login`` None for one created by a PSC login); its id (``U000001``…).
+
+        Raises DuplicateLogin when the login is taken.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute(
+                    "INSERT INTO users(login, subject_name_id, data) VALUES (?, ?, ?)",
+                    (login, subject_name_id, json.dumps(data, ensure_ascii=False)),
+                ).lastrowid
+                user_id = f"U{seq:06d}"
+                self._db.execute("UPDATE users SET id = ? WHERE seq = ?", (user_id, seq))
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                raise DuplicateLogin(f"the login {login!r} is already taken") from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return user_id
+
+    def find_user_by_login(self, login: str) -> dict[str, Any] | None:
+        """The account with this login (``id``, ``login``, ``subject_name_id`` and its data), or None."""
+        return self._user("login = ?", login)
+
+    def find_user_by_subject(self, subject_name_id: str) -> dict[str, Any] | None:
+        """The oldest account whose stored IDNPS is ``subject_name_id``, or None."""
+        return self._user("subject_name_id = ? AND subject_name_id != ''", subject_name_id)
+
+    def _user(self, condition: str, value: str) -> dict[str, Any] | None:
+        query = f"SELECT id, login, subject_name_id, data FROM users WHERE {condition} ORDER BY seq LIMIT 1"
+        with self._lock:
+            row = self._db.execute(query, (value,)).fetchone()
+        if row is None:
+            return None
+        return {**json.loads(row[3]), "id": row[0], "login": row[1] or "", "subject_name_id": row[2]}
+
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
-        """Forget identities, INS history, call log, work list, documents, DMP and MSSanté state; keep settings."""
+        """Forget identities, INS history, call log, work list, documents, DMP, MSSanté state, users; keep settings."""
         tables = ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in (*tables, "mss_messages"):
+            for table in (*tables, "mss_messages", "users"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
 

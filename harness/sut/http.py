@@ -5,14 +5,16 @@ timeout; a refused connection, a timeout, a 5xx or a body that is not the JSON
 the spec describes becomes a :class:`SutError` naming the endpoint (a 404 too: on
 ``/patients/{id}`` it means the SUT lost an identity). A 501, or a capability the
 SUT does not declare in ``GET /capabilities``, becomes ``not-supported``; a 422 is
-:class:`SutRefused`, a business refusal some scenarios expect.
+:class:`SutRefused`, a business refusal some scenarios expect (and so is a 401 to a
+password login: a wrong password).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -30,6 +32,10 @@ from harness.sut.model import (
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    PscClient,
+    PscLogin,
+    PscLogout,
+    PscSession,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -66,6 +72,7 @@ class HttpSut(SutAdapter):
         body: Any = None,
         capability: Capability | None = None,
         params: dict[str, str] | None = None,
+        refusals: tuple[int, ...] = (422,),
     ) -> Any:
         if capability is not None:
             self.require(capability)
@@ -78,8 +85,8 @@ class HttpSut(SutAdapter):
             raise SutError(f"{method} {path}: cannot connect to the SUT ({_short(exc)})") from None
         if response.status_code == 501:
             raise NotSupported(f"{method} {path} answered 501 Not Implemented")
-        if response.status_code == 422:
-            raise SutRefused(f"{method} {path}: refused (422): {_problem(response)}")
+        if response.status_code in refusals:
+            raise SutRefused(f"{method} {path}: refused ({response.status_code}): {_problem(response)}")
         if response.status_code >= 400:
             raise SutError(f"{method} {path}: HTTP {response.status_code}: {_problem(response)}")
         if response.status_code == 204 or not response.content:
@@ -288,6 +295,58 @@ class HttpSut(SutAdapter):
             return [Correspondent.from_json(c) for c in data["correspondents"]]
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SutError(f"{where}: malformed correspondent in the answer ({exc})") from None
+
+    # -- Pro Santé Connect and local accounts ---------------------------------------------------
+    def psc_client(self) -> PscClient:
+        data = self._call("GET", "/psc/client", capability=Capability.PSC)
+        return _record(PscClient.from_json, data, "GET /psc/client")
+
+    def start_psc_login(self) -> PscLogin:
+        data = self._call("POST", "/psc/login", {}, Capability.PSC)
+        return _record(PscLogin.from_json, data, "POST /psc/login")
+
+    def start_psc_ciba(self, login_hint: str) -> None:
+        self._call("POST", "/psc/ciba", {"login_hint": login_hint}, Capability.PSC)
+
+    def psc_session(self) -> PscSession:
+        data = self._call("GET", "/psc/session", capability=Capability.PSC)
+        return _record(PscSession.from_json, data, "GET /psc/session")
+
+    def psc_logout(self) -> PscLogout:
+        data = self._call("POST", "/psc/logout", {}, Capability.PSC)
+        return _record(PscLogout.from_json, data, "POST /psc/logout")
+
+    def create_user(self, login: str, password: str, subject_name_id: str, family: str, given: str) -> str:
+        body = {
+            "login": login,
+            "password": password,
+            "subject_name_id": subject_name_id,
+            "family": family,
+            "given": given,
+        }
+        data = self._call("POST", "/users", body, Capability.PSC)
+        if not isinstance(data, dict) or not isinstance(data.get("user_id"), str) or not data["user_id"]:
+            raise SutError("POST /users: expected an object with a 'user_id' string")
+        return str(data["user_id"])
+
+    def password_login(self, login: str, password: str) -> PscSession:
+        """The session after a login with the SUT's password; a wrong password is a SutRefused (401)."""
+        body = {"login": login, "password": password}
+        data = self._call("POST", "/users/login", body, Capability.PSC, refusals=(401, 422))
+        return _record(PscSession.from_json, data, "POST /users/login")
+
+
+R = TypeVar("R")
+
+
+def _record(parse: Callable[[dict[str, Any]], R], data: Any, where: str) -> R:
+    """``parse(data)``, a malformed answer being a SutError naming the endpoint."""
+    if not isinstance(data, dict):
+        raise SutError(f"{where}: expected a JSON object")
+    try:
+        return parse(data)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise SutError(f"{where}: malformed answer ({exc})") from None
 
 
 def _mss_outcome(data: Any, where: str) -> MssOutcome:

@@ -29,6 +29,10 @@ from harness.sut.model import (
     PatientRecord,
     PatientTraits,
     ProducedDocument,
+    PscClient,
+    PscLogin,
+    PscLogout,
+    PscSession,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -206,6 +210,28 @@ class PythonSut(SutAdapter):
     def find_correspondents(self, idnps: str = "", family: str = "", given: str = "") -> list[Correspondent]:
         found = self._delegate("find_correspondents", idnps, family, given)
         return _typed_list(found, Correspondent, "find_correspondents")
+
+    def psc_client(self) -> PscClient:
+        return _typed(self._delegate("psc_client"), PscClient, "psc_client")
+
+    def start_psc_login(self) -> PscLogin:
+        return _typed(self._delegate("start_psc_login"), PscLogin, "start_psc_login")
+
+    def start_psc_ciba(self, login_hint: str) -> None:
+        self._delegate("start_psc_ciba", login_hint)
+
+    def psc_session(self) -> PscSession:
+        return _typed(self._delegate("psc_session"), PscSession, "psc_session")
+
+    def psc_logout(self) -> PscLogout:
+        return _typed(self._delegate("psc_logout"), PscLogout, "psc_logout")
+
+    def create_user(self, login: str, password: str, subject_name_id: str, family: str, given: str) -> str:
+        user_id = self._delegate("create_user", login, password, subject_name_id, family, given)
+        return _typed(user_id, str, "create_user")
+
+    def password_login(self, login: str, password: str) -> PscSession:
+        return _typed(self._delegate("password_login", login, password), PscSession, "password_login")
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
