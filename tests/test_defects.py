@@ -290,12 +290,50 @@ def test_the_conforming_reference_system_passes_every_mssante_and_annuaire_scena
     assert not not_passed
 
 
+PSC = REPO / "scenarios" / "test_psc.py"
+WEB = "test_web_login_and_logout"
+BAD_TOKEN = "test_a_token_that_fails_validation_is_refused"
+PSC_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "psc-no-nonce": [(WEB, "psc.nonce")],
+    "psc-no-pkce": [(WEB, "psc.pkce")],
+    "psc-no-acr": [
+        ("test_the_authorization_request_asks_for_eidas1", "psc.acr-values"),
+        ("test_ciba_login", "psc.acr-values"),
+    ],
+    "psc-ignores-state": [("test_the_state_is_checked_on_return", "psc.state.ignored")],
+    "psc-accepts-bad-signature": [
+        (f"{BAD_TOKEN}[bad-signature]", "psc.token.accepted"),
+        (f"{BAD_TOKEN}[alg-none]", "psc.token.accepted"),
+    ],
+    "psc-accepts-expired": [(f"{BAD_TOKEN}[expired]", "psc.token.accepted")],
+    "psc-skips-claims": [
+        (f"{BAD_TOKEN}[{kind}]", "psc.token.accepted")
+        for kind in ("wrong-issuer", "wrong-audience", "nonce-mismatch", "low-acr")
+    ],
+    "psc-ignores-userinfo-sub": [(f"{BAD_TOKEN}[userinfo-sub-mismatch]", "psc.token.accepted")],
+    "psc-no-end-session": [(WEB, "psc.logout.none")],
+    "psc-no-linking": [("test_accounts_are_linked_on_the_subject_name_id", "psc.linking.account")],
+    "psc-not-used-for-apis": [
+        ("test_the_psc_identity_is_used_for_insi_and_dmp_calls", "psc.insi.bearer"),
+        ("test_the_psc_identity_is_used_for_insi_and_dmp_calls", "psc.dmp.bearer"),
+    ],
+}
+"""The same for the Pro Santé Connect scenarios."""
+
+
+def test_the_conforming_reference_system_passes_every_psc_scenario(tmp_path: Path) -> None:
+    verdicts = run_insi_scenarios(tmp_path / "run", "reference", scenarios=PSC)
+    assert set(verdicts) >= {test for entries in PSC_CATCHES.values() for test, _ in entries}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
 FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "insi": (SCENARIOS, CATCHES),
     "documents": (DOCUMENTS, DOCUMENT_CATCHES),
     "dmp": (DMP, DMP_CATCHES),
     "mssante": (MSSANTE, MSS_CATCHES),
     "annuaire": (ANNUAIRE, ANN_CATCHES),
+    "psc": (PSC, PSC_CATCHES),
 }
 """Each scenario file and the defects its cases must catch."""
 DEFECT_TEST = "test_each_defect_is_caught_by_its_scenarios"
@@ -358,6 +396,7 @@ def test_every_defect_is_in_the_suite() -> None:
         (DMP, DMP_CATCHES, 10),
         (MSSANTE, MSS_CATCHES, 27),
         (ANNUAIRE, ANN_CATCHES, 1),
+        (PSC, PSC_CATCHES, 14),
     ],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(
