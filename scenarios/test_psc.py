@@ -175,6 +175,30 @@ def test_a_token_that_fails_validation_is_refused(
     evidence.conclude()
 
 
+PROVIDER_FAULTS = ["malformed-jwks", "unknown-kid", "non-json-userinfo", "huge-userinfo"]
+
+
+@pytest.mark.parametrize("fault", PROVIDER_FAULTS)
+@pytest.mark.requirement("PSC.01", scenario="PSC.01.01", manual_proofs=("PSC.01.01.01",))
+def test_a_broken_provider_answer_leaves_nobody_logged_in(
+    sut: SutAdapter, psc: PscSimulator, evidence: ScenarioEvidence, fault: str
+) -> None:
+    """A JWKS that cannot be read, a key id it does not list, a userinfo that is not JSON or is huge: no session."""
+    mark = psc.mark()
+    psc.set_fault(fault)
+    started = time.monotonic()
+    session = _login(sut, psc, evidence)
+    evidence.note(f"with {fault}, the login ended after {time.monotonic() - started:.1f} s")
+    evidence.expect(
+        not session.logged_in,
+        "psc.fault.accepted",
+        f"PSC's answer was unusable ({fault}); the SUT must not log anyone in, yet logged "
+        f"{session.subject_name_id or 'someone'} in",
+    )
+    _keep_records(psc, evidence, mark)
+    evidence.conclude()
+
+
 @pytest.mark.requirement("PSC.01", scenario="PSC.01.01", manual_proofs=("PSC.01.01.01",))
 def test_the_state_is_checked_on_return(sut: SutAdapter, psc: PscSimulator, evidence: ScenarioEvidence) -> None:
     """A return to the redirect URI with a ``state`` the SUT did not issue (a forged login) is refused."""

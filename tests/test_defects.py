@@ -293,6 +293,7 @@ def test_the_conforming_reference_system_passes_every_mssante_and_annuaire_scena
 PSC = REPO / "scenarios" / "test_psc.py"
 WEB = "test_web_login_and_logout"
 BAD_TOKEN = "test_a_token_that_fails_validation_is_refused"
+BROKEN = "test_a_broken_provider_answer_leaves_nobody_logged_in"
 PSC_CATCHES: dict[str, list[tuple[str, str]]] = {
     "psc-no-nonce": [(WEB, "psc.nonce")],
     "psc-no-pkce": [(WEB, "psc.pkce")],
@@ -304,6 +305,12 @@ PSC_CATCHES: dict[str, list[tuple[str, str]]] = {
     "psc-accepts-bad-signature": [
         (f"{BAD_TOKEN}[bad-signature]", "psc.token.accepted"),
         (f"{BAD_TOKEN}[alg-none]", "psc.token.accepted"),
+        (f"{BROKEN}[malformed-jwks]", "psc.fault.accepted"),
+        (f"{BROKEN}[unknown-kid]", "psc.fault.accepted"),
+    ],
+    "psc-userinfo-optional": [
+        (f"{BROKEN}[non-json-userinfo]", "psc.fault.accepted"),
+        (f"{BROKEN}[huge-userinfo]", "psc.fault.accepted"),
     ],
     "psc-accepts-expired": [(f"{BAD_TOKEN}[expired]", "psc.token.accepted")],
     "psc-skips-claims": [
@@ -326,6 +333,7 @@ def test_the_conforming_reference_system_passes_every_psc_scenario(tmp_path: Pat
     assert set(verdicts) >= {test for entries in PSC_CATCHES.values() for test, _ in entries}
     not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
     assert not not_passed
+
 
 FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "insi": (SCENARIOS, CATCHES),
@@ -396,7 +404,7 @@ def test_every_defect_is_in_the_suite() -> None:
         (DMP, DMP_CATCHES, 10),
         (MSSANTE, MSS_CATCHES, 27),
         (ANNUAIRE, ANN_CATCHES, 1),
-        (PSC, PSC_CATCHES, 14),
+        (PSC, PSC_CATCHES, 18),
     ],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(

@@ -87,6 +87,7 @@ DEFECTS: dict[str, str] = {
     "psc-accepts-expired": "the ID token's exp is not checked.",
     "psc-skips-claims": "the ID token's iss, aud, nonce and acr are not checked.",
     "psc-ignores-userinfo-sub": "the userinfo sub is not compared with the ID token's.",
+    "psc-userinfo-optional": "an unusable userinfo answer (not JSON, too large) is replaced by the ID token's claims.",
     "psc-no-end-session": "logout is local only: no PSC end-session URL.",
     "psc-no-linking": "a PSC login always creates a new account, never the one whose IDNPS is the SubjectNameID.",
     "psc-not-used-for-apis": "INSi and DMP calls made in a PSC session carry no PSC token nor the PSC user.",

@@ -318,7 +318,12 @@ class PscService:
         keys = None if self.has("psc-accepts-bad-signature") else _key_set(transport.jwks(discovery))
         claims = self._verified(id_token, keys, "the ID token")
         self._check_id_token(claims, discovery, transport.endpoint.client_id, nonce)
-        info = self._userinfo(transport, discovery, access_token, keys)
+        try:
+            info = self._userinfo(transport, discovery, access_token, keys)
+        except (PscRejected, PscUnavailable):
+            if not self.has("psc-userinfo-optional"):
+                raise
+            info = dict(claims)  # the defect: an unusable userinfo is replaced by the ID token's claims
         if not self.has("psc-ignores-userinfo-sub") and info.get("sub") != claims.get("sub"):
             raise PscRejected(f"the userinfo sub {info.get('sub')!r} is not the ID token's {claims.get('sub')!r}")
         subject = info.get("SubjectNameID") or claims.get("SubjectNameID")
