@@ -63,6 +63,13 @@ def test_a_conforming_run_exits_0_with_a_summary_and_a_verified_pack(
     assert (run_dir / "manifest.json").exists() and (run_dir / "manifest.sig").exists()
 
 
+def test_a_run_whose_evidence_holds_a_huge_exchange_still_packs_and_verifies(tmp_path: Path) -> None:
+    """The huge-userinfo fault records a 4 MB answer: the pack keeps it and its verifier accepts it."""
+    done = cli("run", "-k", "broken_provider", f"--run-dir={tmp_path / 'run'}", f"--out={tmp_path}", timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "scenarios:    4 passed" in done.stdout and "(verified)" in done.stdout.replace("\n", "")
+
+
 def test_verify_pack_accepts_the_pack_and_names_a_tampered_file(
     conforming_run: tuple[subprocess.CompletedProcess[str], Path, Path], tmp_path: Path
 ) -> None:

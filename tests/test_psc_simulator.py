@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -594,6 +595,8 @@ def test_faults_on_the_jwks_the_kid_and_userinfo_are_recorded(
     sim.set_fault("huge-userinfo", count=1)
     huge = login.client.get(login.discovery["userinfo_endpoint"], timeout=10)
     assert huge.status_code == 200 and len(huge.content) > 4_000_000 and huge.json()["SubjectNameID"] == DOCTOR
+    # the run's evidence pack keeps this answer and refuses members inflating like a zip bomb (over 250:1)
+    assert len(huge.content) / len(zlib.compress(huge.content)) < 4
     sim.set_fault("non-json-userinfo", count=1)
     garbage = login.client.get(login.discovery["userinfo_endpoint"], timeout=5)
     assert garbage.headers["Content-Type"] == "application/json"

@@ -910,7 +910,9 @@ class PscService:
                 200, page("Maintenance", "<p>Service momentanément indisponible.</p>"), JSON_TYPE, meta=meta
             )
         if fault is not None:
-            userinfo["padding"] = "x" * HUGE_USERINFO_BYTES
+            # random, not "xxx…": a run's evidence pack keeps this answer, and the pack's verifier
+            # rightly refuses members that inflate like a zip bomb
+            userinfo["padding"] = secrets.token_hex(HUGE_USERINFO_BYTES // 2)
         client = self.clients.get(record.client_id)
         if client is not None and client.userinfo_signed:
             record.signed = True
