@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler
@@ -54,6 +54,24 @@ class Limits:
     request_timeout_s: float = 30.0
     """Longest time from waiting for a request to having read it whole (request line, headers, body)."""
     max_body: int = 1024 * 1024
+
+
+@dataclass(slots=True)
+class HttpAnswer:
+    """An HTTP answer a simulator's service gives (fits :class:`ServedAnswer`): JSON over HTTP unless told.
+
+    The Annuaire and Pro Santé Connect services answer with it; INSi and the DMP keep their own,
+    with SOAP defaults and (DMP) the transaction to publish.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    action: str = ""
+    protocol: str = "http"
+    meta: dict[str, Any] = field(default_factory=dict)
+    delay_s: float = 0.0
 
 
 class ServerLimits(Protocol):

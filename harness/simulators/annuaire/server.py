@@ -18,12 +18,12 @@ from pathlib import Path
 from harness.simulators import https
 from harness.simulators.annuaire.service import (
     AnnuaireService,
-    HttpAnswer,
     HttpRequest,
     base_meta,
     internal_error,
     refusal,
 )
+from harness.simulators.https import HttpAnswer
 from harness.simulators.recording import ExchangeRecorder
 
 LOG = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
@@ -30,6 +30,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from harness.simulators.annuaire.directory import RESOURCE_TYPES, Directory
 from harness.simulators.annuaire.faults import AnnuaireFaultKind, FaultSwitch
 from harness.simulators.annuaire.search import REFERENCE_ELEMENTS, Search, SearchError, parse_search
+from harness.simulators.https import HttpAnswer
 
 PATH = "/fhir/v2"
 API_KEY_HEADER = "ESANTE-API-KEY"
@@ -49,20 +50,6 @@ class HttpRequest:
     target: str
     headers: Message
     body: bytes
-
-
-@dataclass(slots=True)
-class HttpAnswer:
-    """What the server writes back and records."""
-
-    status: int
-    body: bytes
-    content_type: str = CONTENT_TYPE
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    action: str = ""
-    protocol: str = "http"
-    meta: dict[str, Any] = field(default_factory=dict)
-    delay_s: float = 0.0
 
 
 def base_meta() -> dict[str, Any]:
@@ -108,7 +95,9 @@ def refusal(status: int, diagnostics: str, code: str = "invalid", meta: dict[str
     full = base_meta()
     full.update(meta or {})
     full["outcome"] = diagnostics
-    return HttpAnswer(status, outcome_json(diagnostics, code), meta=full, action=full.get("action", "") or "")
+    return HttpAnswer(
+        status, outcome_json(diagnostics, code), CONTENT_TYPE, meta=full, action=full.get("action", "") or ""
+    )
 
 
 def internal_error(exc: BaseException) -> HttpAnswer:
@@ -157,7 +146,9 @@ class AnnuaireService:
         if fault is not None and fault.kind is AnnuaireFaultKind.UNAVAILABLE:
             answer = refusal(503, "service Annuaire Santé indisponible (faute injectée)", "transient", meta)
         elif fault is not None and fault.kind is AnnuaireFaultKind.MALFORMED:
-            answer = HttpAnswer(200, b'{"resourceType": "Bundle", "type": "searchset", "entry": [<<not json', meta=meta)
+            answer = HttpAnswer(
+                200, b'{"resourceType": "Bundle", "type": "searchset", "entry": [<<not json', CONTENT_TYPE, meta=meta
+            )
         else:
             try:
                 answer = self._answer(request, meta)
@@ -262,7 +253,7 @@ class AnnuaireService:
         resource = self.directory.get(resource_type, resource_id)
         if resource is None:
             raise Refused(404, f"{resource_type}/{resource_id[:64]} inconnu", "not-found")
-        return HttpAnswer(200, json.dumps(resource, ensure_ascii=False).encode("utf-8"), meta=meta)
+        return HttpAnswer(200, json.dumps(resource, ensure_ascii=False).encode("utf-8"), CONTENT_TYPE, meta=meta)
 
     def _search(self, resource_type: str, pairs: list[tuple[str, str]], meta: dict[str, Any]) -> HttpAnswer:
         meta["interaction"] = "search-type"
@@ -356,7 +347,7 @@ class AnnuaireService:
         )
         meta["total"] = len(snapshot.ids)
         meta["returned"] = sum(1 for e in entries if e["search"]["mode"] == "match")
-        return HttpAnswer(200, bundle.model_dump_json().encode("utf-8"), meta=meta)
+        return HttpAnswer(200, bundle.model_dump_json().encode("utf-8"), CONTENT_TYPE, meta=meta)
 
     def _included(self, search: Search, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Resources brought by ``_revinclude``/``_include`` for the matched page, without duplicates."""

@@ -11,31 +11,16 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from harness.simulators.https import HttpRequest
+from harness.simulators.https import HttpAnswer, HttpRequest
 
 MAX_FIELDS = 100
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
 FORM_TYPE = "application/x-www-form-urlencoded"
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
-
-
-@dataclass(slots=True)
-class HttpAnswer:
-    """What the server writes back and records."""
-
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    action: str = ""
-    protocol: str = "http"
-    meta: dict[str, Any] = field(default_factory=dict)
-    delay_s: float = 0.0
 
 
 def base_meta() -> dict[str, Any]:

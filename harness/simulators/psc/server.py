@@ -13,7 +13,8 @@ import logging
 import ssl
 
 from harness.simulators import https
-from harness.simulators.psc.answers import HttpAnswer, base_meta, internal_error, refusal
+from harness.simulators.https import HttpAnswer
+from harness.simulators.psc.answers import base_meta, internal_error, refusal
 from harness.simulators.psc.service import PscService
 from harness.simulators.recording import ExchangeRecorder
 

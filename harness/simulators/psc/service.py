@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit
 
 from harness.findings import Finding, error
-from harness.simulators.https import HttpRequest
+from harness.simulators.https import HttpAnswer, HttpRequest
 from harness.simulators.psc.answers import (
     HTML_TYPE,
     JSON_TYPE,
     NO_STORE,
-    HttpAnswer,
     OAuthError,
     PageError,
     allow,
