@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
 from harness.simulators import https
+from harness.simulators.https import HttpAnswer
 from harness.simulators.mssante.operator import SIMULATOR, Operator
 from harness.simulators.mssante.tls import TlsPolicy, stdlib_context
 from harness.simulators.recording import utcnow
@@ -31,22 +32,8 @@ ENTRY_POINTS = ("igc-sante", "internet")
 PATH = "/mss-dst/v1"
 
 
-@dataclass(slots=True)
-class DstAnswer:
-    """An answer of the DST service (fits :class:`harness.simulators.https.ServedAnswer`)."""
-
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    action: str = "dst-submit"
-    protocol: str = "dst"
-    meta: dict[str, Any] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-def _answer(status: int, **content: Any) -> DstAnswer:
-    return DstAnswer(status, json.dumps(content).encode("utf-8"))
+def _answer(status: int, **content: Any) -> HttpAnswer:
+    return HttpAnswer(status, json.dumps(content).encode("utf-8"), action="dst-submit", protocol="dst")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +44,7 @@ class _Request:
     body: bytes
 
 
-class DstServer(https.HttpsServer[DstAnswer]):
+class DstServer(https.HttpsServer[HttpAnswer]):
     """One DST entry point."""
 
     def __init__(self, operator: Operator, kind: str, host: str, max_message: int) -> None:
@@ -118,7 +105,7 @@ class _Handler(https.HttpsHandler):
             raise https.RequestFailed(400, "truncated-body", f"connection closed after {len(body)} bytes")
         return body
 
-    def _submit(self, request: _Request) -> DstAnswer:
+    def _submit(self, request: _Request) -> HttpAnswer:
         if request.target.split("?", 1)[0].rstrip("/") != f"{PATH}/messages":
             return _answer(404, error="not-found", detail=f"POST {PATH}/messages")
         if "message/rfc822" not in self.headers.get("Content-Type", ""):
