@@ -18,6 +18,7 @@ from harness.sut.model import (
     DmpOutcome,
     EndpointConfig,
     FeedAck,
+    IdDocumentCopy,
     InsOperationResult,
     MssOutcome,
     MssSendRequest,
@@ -28,6 +29,7 @@ from harness.sut.model import (
     PscLogin,
     PscLogout,
     PscSession,
+    RawStorageItem,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -208,3 +210,28 @@ class SutAdapter:
     def password_login(self, login: str, password: str) -> PscSession:
         """Log in with the SUT's own login and password (the other method PSC accounts are linked with)."""
         raise NotSupported("local accounts are not exposed")
+
+    # -- copies of identity documents ------------------------------------------------------------
+    def store_id_document(self, patient_id: str, content: bytes, media_type: str) -> str:
+        """Keep a copy of the patient's identity document (encrypted at rest); its id."""
+        raise NotSupported("identity-document copies are not offered")
+
+    def list_id_documents(self, patient_id: str) -> list[IdDocumentCopy]:
+        """The copies the SUT still keeps for the patient."""
+        raise NotSupported("identity-document copies are not offered")
+
+    def read_id_document(self, patient_id: str, document_id: str) -> bytes:
+        """The copy as the SUT gives it back to a user (decrypted)."""
+        raise NotSupported("identity-document copies are not offered")
+
+    def record_activity(self, patient_id: str, kind: str) -> None:
+        """Something happened for the patient (``consultation``...): it restarts the retention period."""
+        raise NotSupported("patient activity is not exposed")
+
+    def raw_storage(self) -> list[RawStorageItem]:
+        """Everything the SUT keeps on disk, as stored (files, database files), for the harness to scan."""
+        raise NotSupported("the raw storage is not exposed")
+
+    def run_maintenance(self) -> list[str]:
+        """Run the retention job now (by the SUT's clock); the ids of the copies it deleted."""
+        raise NotSupported("the retention job cannot be triggered")

@@ -39,6 +39,8 @@ class Capability(enum.StrEnum):
     """Look up correspondents and their MSSanté addresses in the Annuaire Santé (FHIR API)."""
     PSC = "psc"
     """Log professionals in and out with Pro Santé Connect (OpenID Connect), link accounts, use PSC for APIs."""
+    ID_DOCUMENTS = "id-documents"
+    """Store encrypted copies of patients' identity documents, show the raw storage, run the retention job."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -668,6 +670,33 @@ class PscLogout:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PscLogout:
         return cls(str(data.get("end_session_url") or ""), raw=data)
+
+
+@dataclass(frozen=True, slots=True)
+class IdDocumentCopy:
+    """A copy of a patient's identity document the SUT keeps ("Stockage des copies de titres d'identité")."""
+
+    document_id: str
+    media_type: str
+    stored_at: str
+    """ISO 8601, by the SUT's clock."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IdDocumentCopy:
+        return cls(_text(data, "document_id"), _text(data, "media_type"), str(data.get("stored_at") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class RawStorageItem:
+    """One piece of the SUT's storage as it sits on disk (a file, a database file), bytes as stored."""
+
+    name: str
+    content: bytes
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RawStorageItem:
+        content = _unb64(data.get("content_base64"), "content_base64")
+        return cls(_text(data, "name"), content or b"")
 
 
 def _text(data: dict[str, Any], name: str) -> str:
