@@ -45,6 +45,12 @@ def test_a_file_signature_and_low_entropy_are_caught() -> None:
     assert {"storage.signature", "storage.entropy"} <= rules
 
 
+def test_a_changed_database_file_is_scanned_for_plaintext_only() -> None:
+    grown = StoredItem("practice.sqlite", DB.content + b"A" * 4096)
+    findings = scan_store([DB], [grown], DOCUMENT, [MARKER]).findings
+    assert [f.rule for f in findings] == ["storage.changed-file"]
+
+
 def test_nothing_stored_is_caught() -> None:
     assert "storage.nothing-stored" in _rules([DB], [DB])
 
