@@ -254,5 +254,13 @@ def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
         sut.password_login("camille", "faux")
     sut.start_psc_ciba(CAMILLE.subject_name_id)
 
+    copy_id = sut.store_id_document(patient.id, b"%PDF-1.7 carte nationale d'identite", "application/pdf")
+    assert [c.document_id for c in sut.list_id_documents(patient.id)] == [copy_id]
+    assert sut.read_id_document(patient.id, copy_id).startswith(b"%PDF")
+    sut.record_activity(patient.id, "consultation")
+    assert any(item.name.startswith("id-documents/") for item in sut.raw_storage())
+    sut.set_clock(datetime(2031, 3, 3, 9, 30, tzinfo=UTC))
+    assert sut.run_maintenance() == [copy_id]
+
     assert check.problems == []
     assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"

@@ -542,6 +542,7 @@ def test_announces_itself_and_declares_capabilities_profiles_and_mllp(api: Api) 
         "mssante",
         "annuaire",
         "psc",
+        "id-documents",
     }
     assert "Centres de santé" in caps["profiles"] and "Référentiel d'identités" in caps["profiles"]
     assert caps["mllp"] == {"host": api.ref.mllp[0], "port": api.ref.mllp[1]}

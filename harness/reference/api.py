@@ -6,7 +6,8 @@ every error is ``application/problem+json`` with the status the contract implies
 the operation does not apply (nothing configured, no INS to verify, a document the practice
 did not produce, a login taken), 422 for refused data, 502 when the MSSanté operator, the
 Annuaire Santé or Pro Santé Connect cannot be used (the reason in the detail), 400 for a PSC
-login refused (a bad token, a wrong state...), 401 for a wrong password,
+login refused (a bad token, a wrong state...), 401 for a wrong password, 507 for a raw storage too
+large to hand out,
 and even an unexpected failure is a 500 with a JSON body, never a bare traceback.
 """
 
@@ -27,6 +28,8 @@ from harness.reference.annuaire_client import AnnuaireClient, AnnuaireUnavailabl
 from harness.reference.dmp import DmpService
 from harness.reference.documents import DocumentService
 from harness.reference.feeds import FeedIntegrator
+from harness.reference.id_documents import MAX_BODY_BYTES as ID_DOCUMENT_BODY_BYTES
+from harness.reference.id_documents import IdDocumentService, StorageTooLarge
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
 from harness.reference.mss import MssService, OperatorUnavailable, UnknownMessage
@@ -50,6 +53,7 @@ CAPABILITIES = (
     "mssante",
     "annuaire",
     "psc",
+    "id-documents",
 )
 MAX_QUERY = 200
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -79,6 +83,7 @@ class ControlApi:
         self.dmp = DmpService(self.documents)
         self.mss = MssService(self.documents)
         self.psc = PscService(service)
+        self.id_documents = IdDocumentService(service)
         self.base_url = ""
         """The control API's own URL (``http://127.0.0.1:<port>``), the base of the PSC redirect URIs.
 
@@ -120,6 +125,12 @@ class ControlApi:
             "psc_logged_out": self.psc_logged_out,
             "create_user": self.create_user,
             "user_login": self.user_login,
+            "store_id_document": self.store_id_document,
+            "list_id_documents": self.list_id_documents,
+            "read_id_document": self.read_id_document,
+            "record_activity": self.record_activity,
+            "raw_storage": self.raw_storage,
+            "run_maintenance": self.run_maintenance,
         }
         self._map = Map(
             [
@@ -158,6 +169,12 @@ class ControlApi:
                 Rule("/psc/logged-out", endpoint="psc_logged_out", methods=["GET"]),
                 Rule("/users", endpoint="create_user", methods=["POST"]),
                 Rule("/users/login", endpoint="user_login", methods=["POST"]),
+                Rule("/patients/<patient_id>/id-documents", endpoint="store_id_document", methods=["POST"]),
+                Rule("/patients/<patient_id>/id-documents", endpoint="list_id_documents", methods=["GET"]),
+                Rule("/patients/<patient_id>/id-documents/<doc>", endpoint="read_id_document", methods=["GET"]),
+                Rule("/patients/<patient_id>/activities", endpoint="record_activity", methods=["POST"]),
+                Rule("/storage/raw", endpoint="raw_storage", methods=["GET"]),
+                Rule("/maintenance/run", endpoint="run_maintenance", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -191,6 +208,8 @@ class ControlApi:
             return _problem(422, "Refused", str(exc))
         except (OperatorUnavailable, AnnuaireUnavailable, PscUnavailable) as exc:
             return _problem(502, "National service unavailable", str(exc))
+        except StorageTooLarge as exc:
+            return _problem(507, "Insufficient storage", str(exc))
         except HTTPException as exc:
             return _problem(exc.code or 500, exc.name, exc.description or "")
         except Exception as exc:
@@ -218,6 +237,7 @@ class ControlApi:
 
     def reset(self, request: Request) -> tuple[int, Any]:
         self.service.store.wipe_test_data()
+        self.id_documents.reset()
         self.psc.reset()
         return 204, None
 
@@ -353,6 +373,28 @@ class ControlApi:
 
     def user_login(self, request: Request) -> tuple[int, Any]:
         return 200, self.psc.password_login(_json(request))
+
+    # -- copies of identity documents ---------------------------------------------------------------
+    def store_id_document(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        request.max_content_length = ID_DOCUMENT_BODY_BYTES
+        return 201, {"document_id": self.id_documents.store_copy(patient_id, _json(request))}
+
+    def list_id_documents(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, {"documents": self.id_documents.list_copies(patient_id)}
+
+    def read_id_document(self, request: Request, patient_id: str, doc: str) -> tuple[int, Any]:
+        return 200, self.id_documents.read_copy(patient_id, doc)
+
+    def record_activity(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        self.id_documents.record_activity(patient_id, _json(request))
+        return 204, None
+
+    def raw_storage(self, request: Request) -> tuple[int, Any]:
+        return 200, {"items": [item.to_json() for item in self.id_documents.raw_storage()]}
+
+    def run_maintenance(self, request: Request) -> tuple[int, Any]:
+        _json(request, optional=True)
+        return 200, {"deleted": self.id_documents.run_maintenance()}
 
     def _base(self, request: Request) -> str:
         return self.base_url or request.host_url.rstrip("/")

@@ -1,4 +1,5 @@
-"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté, Annuaire or PSC rule.
+"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté, Annuaire, PSC or
+ID-document storage rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -91,6 +92,11 @@ DEFECTS: dict[str, str] = {
     "psc-no-end-session": "logout is local only: no PSC end-session URL.",
     "psc-no-linking": "a PSC login always creates a new account, never the one whose IDNPS is the SubjectNameID.",
     "psc-not-used-for-apis": "INSi and DMP calls made in a PSC session carry no PSC token nor the PSC user.",
+    "id-doc-plaintext": "copies of identity documents are stored as plaintext.",
+    "id-doc-fixed-nonce": "a fixed nonce and no associated data: the same document stored twice gives the same bytes.",
+    "id-doc-delete-after-creation": "the retention counts 5 years from the copy's creation, not the last activity.",
+    "id-doc-never-delete": "the retention job deletes nothing.",
+    "id-doc-delete-index-only": "the retention job removes the index row but leaves the ciphertext file on disk.",
 }
 """Defect name → what it breaks."""
 

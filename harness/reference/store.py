@@ -1,6 +1,7 @@
 """The practice's SQLite database: identities and INS history, call log, work list, documents, DMP, MSSanté, users.
 
-It keeps the settings too.
+It keeps the settings too, the index of the identity-document copies (their encrypted
+bytes are files, :mod:`harness.reference.id_documents`) and each patient's last activity.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
 afterwards and a restarted process finds its configuration again. One connection,
@@ -15,6 +16,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,17 @@ CREATE TABLE IF NOT EXISTS users (
     data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS users_subject ON users(subject_name_id);
+CREATE TABLE IF NOT EXISTS id_documents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    document_id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    file TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS id_documents_patient ON id_documents(patient_id);
+CREATE TABLE IF NOT EXISTS patient_activity (patient_id TEXT PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL);
 """
 
 
@@ -102,6 +115,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self.document_listeners: list[Callable[[str], None]] = []
+        """Called with the patient id after a document is stored (produced or imported)."""
 
     def close(self) -> None:
         with self._lock:
@@ -225,6 +240,8 @@ class Store:
                 )
         except sqlite3.IntegrityError:
             raise DuplicateDocument(f"document {document_id!r} is already stored") from None
+        for listener in self.document_listeners:
+            listener(patient_id)
 
     def list_documents(self, patient_id: str) -> list[dict[str, Any]]:
         """The patient's documents in the order they were stored, each with what its stylesheet column holds."""
@@ -343,15 +360,72 @@ class Store:
             return None
         return {**json.loads(row[3]), "id": row[0], "login": row[1] or "", "subject_name_id": row[2]}
 
+    # -- identity-document copies and patient activity -----------------------------------
+    def add_id_document(self, record: dict[str, str]) -> None:
+        """Index a copy: ``document_id``, ``patient_id``, ``media_type``, ``stored_at``, ``scheme``, ``file``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO id_documents(document_id, patient_id, media_type, stored_at, scheme, file)"
+                " VALUES (:document_id, :patient_id, :media_type, :stored_at, :scheme, :file)",
+                record,
+            )
+
+    def list_id_documents(self, patient_id: str | None = None) -> list[dict[str, str]]:
+        """The indexed copies (of one patient, or all), in the order they were stored."""
+        query = "SELECT document_id, patient_id, media_type, stored_at, scheme, file FROM id_documents"
+        with self._lock:
+            if patient_id is None:
+                rows = self._db.execute(f"{query} ORDER BY seq").fetchall()
+            else:
+                rows = self._db.execute(f"{query} WHERE patient_id = ? ORDER BY seq", (patient_id,)).fetchall()
+        names = ("document_id", "patient_id", "media_type", "stored_at", "scheme", "file")
+        return [dict(zip(names, map(str, row), strict=True)) for row in rows]
+
+    def delete_id_documents(self, document_ids: list[str]) -> None:
+        """Remove these copies from the index, then VACUUM so the freed pages leave the file."""
+        with self._lock:
+            self._db.executemany("DELETE FROM id_documents WHERE document_id = ?", [(d,) for d in document_ids])
+            self._db.execute("VACUUM")
+
+    def note_activity(self, patient_id: str, at: str, kind: str) -> None:
+        """Record something done for the patient at ``at`` (ISO 8601); the latest is kept."""
+        with self._lock:
+            row = self._db.execute("SELECT at FROM patient_activity WHERE patient_id = ?", (patient_id,)).fetchone()
+            if row is None or _instant(str(row[0])) <= _instant(at):
+                self._db.execute(
+                    "INSERT OR REPLACE INTO patient_activity(patient_id, at, kind) VALUES (?, ?, ?)",
+                    (patient_id, at, kind),
+                )
+
+    def last_activity(self, patient_id: str) -> str | None:
+        """The latest activity recorded for the patient (ISO 8601), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT at FROM patient_activity WHERE patient_id = ?", (patient_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def raw_files(self) -> list[Path]:
+        """The database file and its WAL, after a checkpoint that writes the WAL into the database."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        candidates = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return [path for path in candidates if path.is_file()]
+
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
-        """Forget identities, INS history, call log, work list, documents, DMP, MSSanté state, users; keep settings."""
+        """Forget identities, INS history, call log, work list, documents, DMP, MSSanté state, users, ID-document
+        copies (the index; the service removes the files) and activities; keep settings."""
         tables = ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in (*tables, "mss_messages", "users"):
+            for table in (*tables, "mss_messages", "users", "id_documents", "patient_activity"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
+
+
+def _instant(iso: str) -> datetime:
+    """An ISO 8601 instant, naive values taken as UTC."""
+    value = datetime.fromisoformat(iso)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _patient_record(patient: Patient) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from harness.sut.model import (
     DmpOutcome,
     EndpointConfig,
     FeedAck,
+    IdDocumentCopy,
     InsOperationResult,
     MssOutcome,
     MssSendRequest,
@@ -36,6 +37,7 @@ from harness.sut.model import (
     PscLogin,
     PscLogout,
     PscSession,
+    RawStorageItem,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -335,6 +337,46 @@ class HttpSut(SutAdapter):
         data = self._call("POST", "/users/login", body, Capability.PSC, refusals=(401, 422))
         return _record(PscSession.from_json, data, "POST /users/login")
 
+    # -- copies of identity documents ------------------------------------------------------------
+    def store_id_document(self, patient_id: str, content: bytes, media_type: str) -> str:
+        body = {"content_base64": base64.b64encode(content).decode("ascii"), "media_type": media_type}
+        data = self._call("POST", f"/patients/{patient_id}/id-documents", body, Capability.ID_DOCUMENTS)
+        if not isinstance(data, dict) or not isinstance(data.get("document_id"), str) or not data["document_id"]:
+            raise SutError("POST /patients/{id}/id-documents: expected an object with a 'document_id' string")
+        return str(data["document_id"])
+
+    def list_id_documents(self, patient_id: str) -> list[IdDocumentCopy]:
+        data = self._call("GET", f"/patients/{patient_id}/id-documents", capability=Capability.ID_DOCUMENTS)
+        where = "GET /patients/{id}/id-documents"
+        return [_record(IdDocumentCopy.from_json, d, where) for d in _listed(data, "documents", where)]
+
+    def read_id_document(self, patient_id: str, document_id: str) -> bytes:
+        path = f"/patients/{patient_id}/id-documents/{_segment(document_id)}"
+        data = self._call("GET", path, capability=Capability.ID_DOCUMENTS)
+        where = "GET /patients/{id}/id-documents/{document_id}"
+        if not isinstance(data, dict) or not isinstance(data.get("content_base64"), str):
+            raise SutError(f"{where}: expected an object with a 'content_base64' string")
+        try:
+            return base64.b64decode(data["content_base64"], validate=True)
+        except ValueError:
+            raise SutError(f"{where}: 'content_base64' is not base64") from None
+
+    def record_activity(self, patient_id: str, kind: str) -> None:
+        self._call("POST", f"/patients/{patient_id}/activities", {"kind": kind}, Capability.ID_DOCUMENTS)
+
+    def raw_storage(self) -> list[RawStorageItem]:
+        data = self._call("GET", "/storage/raw", capability=Capability.ID_DOCUMENTS)
+        where = "GET /storage/raw"
+        return [_record(RawStorageItem.from_json, item, where) for item in _items(data, where)]
+
+    def run_maintenance(self) -> list[str]:
+        data = self._call("POST", "/maintenance/run", {}, Capability.ID_DOCUMENTS)
+        where = "POST /maintenance/run"
+        deleted = _listed(data, "deleted", where)
+        if not all(isinstance(d, str) for d in deleted):
+            raise SutError(f"{where}: 'deleted' must list document ids (strings)")
+        return [str(d) for d in deleted]
+
 
 R = TypeVar("R")
 
@@ -380,6 +422,12 @@ def _stored(data: Any, where: str) -> StoredDocument:
         return StoredDocument.from_json(data)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise SutError(f"{where}: malformed document in the answer ({exc})") from None
+
+
+def _listed(data: Any, name: str, where: str) -> list[Any]:
+    if not isinstance(data, dict) or not isinstance(data.get(name), list):
+        raise SutError(f"{where}: expected an object with a '{name}' list")
+    return list(data[name])
 
 
 def _items(data: Any, where: str) -> list[Any]:

@@ -23,6 +23,7 @@ from harness.sut.model import (
     DmpOutcome,
     EndpointConfig,
     FeedAck,
+    IdDocumentCopy,
     InsOperationResult,
     MssOutcome,
     MssSendRequest,
@@ -33,6 +34,7 @@ from harness.sut.model import (
     PscLogin,
     PscLogout,
     PscSession,
+    RawStorageItem,
     ReceivedMessage,
     StoredDocument,
     SutDescription,
@@ -232,6 +234,25 @@ class PythonSut(SutAdapter):
 
     def password_login(self, login: str, password: str) -> PscSession:
         return _typed(self._delegate("password_login", login, password), PscSession, "password_login")
+
+    def store_id_document(self, patient_id: str, content: bytes, media_type: str) -> str:
+        document_id = self._delegate("store_id_document", patient_id, content, media_type)
+        return _typed(document_id, str, "store_id_document")
+
+    def list_id_documents(self, patient_id: str) -> list[IdDocumentCopy]:
+        return _typed_list(self._delegate("list_id_documents", patient_id), IdDocumentCopy, "list_id_documents")
+
+    def read_id_document(self, patient_id: str, document_id: str) -> bytes:
+        return _typed(self._delegate("read_id_document", patient_id, document_id), bytes, "read_id_document")
+
+    def record_activity(self, patient_id: str, kind: str) -> None:
+        self._delegate("record_activity", patient_id, kind)
+
+    def raw_storage(self) -> list[RawStorageItem]:
+        return _typed_list(self._delegate("raw_storage"), RawStorageItem, "raw_storage")
+
+    def run_maintenance(self) -> list[str]:
+        return _typed_list(self._delegate("run_maintenance"), str, "run_maintenance")
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
