@@ -335,6 +335,25 @@ def test_the_conforming_reference_system_passes_every_psc_scenario(tmp_path: Pat
     assert not not_passed
 
 
+ID_DOCUMENTS = REPO / "scenarios" / "test_id_documents.py"
+RETENTION = "test_copies_are_deleted_five_years_after_the_last_activity"
+ID_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "id-doc-plaintext": [("test_copies_are_stored_encrypted", "storage.plaintext")],
+    "id-doc-fixed-nonce": [("test_copies_are_stored_encrypted", "storage.same-ciphertext")],
+    "id-doc-delete-after-creation": [(f"{RETENTION}[activity-restarts]", "storage.retention.deleted-early")],
+    "id-doc-never-delete": [(f"{RETENTION}[boundary]", "storage.retention.kept")],
+    "id-doc-delete-index-only": [(f"{RETENTION}[boundary]", "storage.retention.bytes-left")],
+}
+"""The same for the copies of identity documents."""
+
+
+def test_the_conforming_reference_system_passes_every_id_document_scenario(tmp_path: Path) -> None:
+    verdicts = run_insi_scenarios(tmp_path / "run", "reference", scenarios=ID_DOCUMENTS)
+    assert set(verdicts) >= {test for entries in ID_CATCHES.values() for test, _ in entries}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
+
 FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "insi": (SCENARIOS, CATCHES),
     "documents": (DOCUMENTS, DOCUMENT_CATCHES),
@@ -342,6 +361,7 @@ FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "mssante": (MSSANTE, MSS_CATCHES),
     "annuaire": (ANNUAIRE, ANN_CATCHES),
     "psc": (PSC, PSC_CATCHES),
+    "id-documents": (ID_DOCUMENTS, ID_CATCHES),
 }
 """Each scenario file and the defects its cases must catch."""
 DEFECT_TEST = "test_each_defect_is_caught_by_its_scenarios"
@@ -405,6 +425,7 @@ def test_every_defect_is_in_the_suite() -> None:
         (MSSANTE, MSS_CATCHES, 27),
         (ANNUAIRE, ANN_CATCHES, 1),
         (PSC, PSC_CATCHES, 18),
+        (ID_DOCUMENTS, ID_CATCHES, 3),
     ],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(

@@ -133,6 +133,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="TestContenuCDA folder judging produced documents (default: $SEGUR_HARNESS_CDA_RULES; "
         "without one, only the harness's own document rules apply)",
     )
+    group.addoption(
+        "--id-document-activity",
+        dest="segur_id_document_activity",
+        default="consultation",
+        help="the patient activity that restarts the 5-year retention of identity-document copies "
+        "(consultation, document, identity; default: consultation)",
+    )
     group.addoption("--signing-key", dest="segur_signing_key", default=None, help="PEM key signing the manifest")
     group.addoption("--signing-cert", dest="segur_signing_cert", default=None, help="PEM certificate of that key")
 
