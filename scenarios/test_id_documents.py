@@ -48,7 +48,7 @@ def _years(moment: datetime, years: int) -> datetime:
 def _id_document(marker: str) -> bytes:
     """A synthetic identity-document scan: a one-page PDF whose text carries ``marker``."""
     buffer = io.BytesIO()
-    page = canvas.Canvas(buffer, pagesize=A6)
+    page = canvas.Canvas(buffer, pagesize=A6, pageCompression=0)  # the markers stay readable in the bytes
     page.drawString(20, 380, "REPUBLIQUE FRANCAISE - SPECIMEN")
     page.drawString(20, 360, "CARTE NATIONALE D'IDENTITE")
     page.drawString(20, 340, f"NOM: {TRAITS.birth_name}  PRENOM: {TRAITS.first_names[0]}")
