@@ -140,6 +140,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the patient activity that restarts the 5-year retention of identity-document copies "
         "(consultation, document, identity; default: consultation)",
     )
+    group.addoption(
+        "--id-document-statement",
+        dest="segur_id_document_statement",
+        default=None,
+        help="TOML file with the vendor's statements for the INS/va1.42 documentation (algorithm, key size, "
+        "key management, deletion job), merged into the documentation template the run attaches",
+    )
     group.addoption("--signing-key", dest="segur_signing_key", default=None, help="PEM key signing the manifest")
     group.addoption("--signing-cert", dest="segur_signing_cert", default=None, help="PEM certificate of that key")
 
