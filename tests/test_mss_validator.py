@@ -561,3 +561,12 @@ def test_mdn_disposition_reads_the_integration_error() -> None:
     assert mdn_disposition(mdn(processed)) == (processed, "")
     assert mdn_disposition(mdn(processed + "/Error: 902^Patient inconnu"))[1] == "902"
     assert mdn_disposition(b"not a receipt") == ("", "")
+
+
+def test_the_xdm_can_be_had_from_the_same_parse() -> None:
+    found: list[bytes] = []
+    assert check_message(_message().as_bytes(), cda_codes=[], xdm_out=found) == []
+    assert found == [XDM]
+    empty: list[bytes] = []
+    check_message(_message(xdm=False).as_bytes(), xdm_out=empty)
+    assert empty == []

@@ -55,9 +55,9 @@ def default_validator(raw: bytes) -> list[Finding]:
         return mss.check_mdn(raw)
     if report_type == "delivery-status":
         return mss.check_dsn(raw)
-    findings = mss.check_message(raw)
-    archive = mss.xdm_attachment(raw)
-    if archive is not None:
+    archives: list[bytes] = []
+    findings = mss.check_message(raw, xdm_out=archives)  # one parse of the message for both checks
+    for archive in archives:
         findings.extend(xdm.check_xdm(archive).findings)
     return findings
 
