@@ -102,8 +102,8 @@ def build(patients: int, documents: int) -> tuple[bytes, ExpectedExport]:
         expected.append(ExpectedPatient(traits, EXAMPLE_INS, tuple(expected_documents), (events[-1],)))
     members["TRANSVERSE/AGENDA.ICS"] = _agenda(expected)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for name, content in with_integrity(members).items():
-            archive.writestr(name, content)
+        for member, content in with_integrity(members).items():
+            archive.writestr(member, content)
     return buffer.getvalue(), ExpectedExport(tuple(expected), (), date(2020, 1, 1))
 
 
