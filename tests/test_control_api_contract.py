@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from harness.sut.model import (
     MssanteEndpoint,
     MssSendRequest,
     PatientTraits,
+    PortabilityRequest,
     PscEndpoint,
 )
 from harness.sut.reference import ReferenceSut
@@ -261,6 +262,14 @@ def test_every_operation_keeps_to_the_spec(driven: Driven) -> None:
     assert any(item.name.startswith("id-documents/") for item in sut.raw_storage())
     sut.set_clock(datetime(2031, 3, 3, 9, 30, tzinfo=UTC))
     assert sut.run_maintenance() == [copy_id]
+
+    at = datetime(2031, 3, 4, 9, 0, tzinfo=UTC)
+    sut.create_appointment(patient.id, at, at + timedelta(minutes=20), "Consultation de suivi")
+    assert [a.summary for a in sut.list_appointments(patient.id)] == ["Consultation de suivi"]
+    exported = sut.export_portability(PortabilityRequest("unitaire", (patient.id,), since="2026-01-01"))
+    assert exported.file_name.endswith(".zip") and exported.archive.startswith(b"PK")
+    imported = sut.import_portability(exported.archive)  # into the same practice: everything is already there
+    assert (imported.patient_ids, imported.documents, imported.appointments) == ((patient.id,), 0, 0)
 
     assert check.problems == []
     assert check.seen >= spec_operations(load_spec()), "every operation of the spec was exercised"

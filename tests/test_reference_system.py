@@ -543,6 +543,7 @@ def test_announces_itself_and_declares_capabilities_profiles_and_mllp(api: Api) 
         "annuaire",
         "psc",
         "id-documents",
+        "portability",
     }
     assert "Centres de santé" in caps["profiles"] and "Référentiel d'identités" in caps["profiles"]
     assert caps["mllp"] == {"host": api.ref.mllp[0], "port": api.ref.mllp[1]}

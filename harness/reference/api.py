@@ -33,6 +33,8 @@ from harness.reference.id_documents import IdDocumentService, StorageTooLarge
 from harness.reference.identity import Conflict, IdentityService, UnknownPatient
 from harness.reference.model import InvalidInput
 from harness.reference.mss import MssService, OperatorUnavailable, UnknownMessage
+from harness.reference.portability import MAX_BODY_BYTES as PORTABILITY_BODY_BYTES
+from harness.reference.portability import PortabilityService
 from harness.reference.psc import PscRejected, PscService
 from harness.reference.psc_client import PscUnavailable
 from harness.reference.settings import parse_instant
@@ -54,6 +56,7 @@ CAPABILITIES = (
     "annuaire",
     "psc",
     "id-documents",
+    "portability",
 )
 MAX_QUERY = 200
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -84,6 +87,7 @@ class ControlApi:
         self.mss = MssService(self.documents)
         self.psc = PscService(service)
         self.id_documents = IdDocumentService(service)
+        self.portability = PortabilityService(self.documents)
         self.base_url = ""
         """The control API's own URL (``http://127.0.0.1:<port>``), the base of the PSC redirect URIs.
 
@@ -131,6 +135,10 @@ class ControlApi:
             "record_activity": self.record_activity,
             "raw_storage": self.raw_storage,
             "run_maintenance": self.run_maintenance,
+            "create_appointment": self.create_appointment,
+            "list_appointments": self.list_appointments,
+            "portability_export": self.portability_export,
+            "portability_import": self.portability_import,
         }
         self._map = Map(
             [
@@ -175,6 +183,10 @@ class ControlApi:
                 Rule("/patients/<patient_id>/activities", endpoint="record_activity", methods=["POST"]),
                 Rule("/storage/raw", endpoint="raw_storage", methods=["GET"]),
                 Rule("/maintenance/run", endpoint="run_maintenance", methods=["POST"]),
+                Rule("/patients/<patient_id>/appointments", endpoint="create_appointment", methods=["POST"]),
+                Rule("/patients/<patient_id>/appointments", endpoint="list_appointments", methods=["GET"]),
+                Rule("/portability/exports", endpoint="portability_export", methods=["POST"]),
+                Rule("/portability/imports", endpoint="portability_import", methods=["POST"]),
             ],
             strict_slashes=False,
         )
@@ -395,6 +407,20 @@ class ControlApi:
     def run_maintenance(self, request: Request) -> tuple[int, Any]:
         _json(request, optional=True)
         return 200, {"deleted": self.id_documents.run_maintenance()}
+
+    # -- agenda and data portability ---------------------------------------------------------------
+    def create_appointment(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 201, self.portability.create_appointment(patient_id, _json(request))
+
+    def list_appointments(self, request: Request, patient_id: str) -> tuple[int, Any]:
+        return 200, self.portability.list_appointments(patient_id)
+
+    def portability_export(self, request: Request) -> tuple[int, Any]:
+        return 200, self.portability.export(_json(request))
+
+    def portability_import(self, request: Request) -> tuple[int, Any]:
+        request.max_content_length = PORTABILITY_BODY_BYTES
+        return 200, self.portability.import_archive(_json(request))
 
     def _base(self, request: Request) -> str:
         return self.base_url or request.host_url.rstrip("/")

@@ -1,5 +1,5 @@
-"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté, Annuaire, PSC or
-ID-document storage rule.
+"""The catalogue of switchable defects: one way each of breaking one INS, CI-SIS, DMP, MSSanté, Annuaire, PSC,
+ID-document storage or data-portability rule.
 
 The reference system conforms by default. Each defect named here flips exactly one
 behaviour, observable through the control API or on the wire, so the harness's own
@@ -97,6 +97,13 @@ DEFECTS: dict[str, str] = {
     "id-doc-delete-after-creation": "the retention counts 5 years from the copy's creation, not the last activity.",
     "id-doc-never-delete": "the retention job deletes nothing.",
     "id-doc-delete-index-only": "the retention job removes the index row but leaves the ciphertext file on disk.",
+    "port-drops-old-documents": "a portability export carries only the last 365 days of documents, whatever 'since'.",
+    "port-omits-ins": "a portability export identifies patients by their IPP only: no INS in patientId or PID-3.",
+    "port-omits-pdf": "a portability export has no PDF copy of the documents (neither the files nor their entries).",
+    "port-wrong-hashes": "the portability integrity report gives wrong sha256 values (the sizes stay right).",
+    "port-invalid-cda": (
+        "the CDA files of a portability export lack ClinicalDocument/confidentialityCode (CDA R2 schema-invalid)."
+    ),
 }
 """Defect name → what it breaks."""
 

@@ -169,6 +169,7 @@ class DocumentService:
             "version": version,
             "act_date": act_date.isoformat() if act_date is not None else "",
             "replaces": replaces,
+            "stored_at": self.identities.clock.iso(),
         }
         self.store.add_document(patient.id, header.document_id, record, cda, None)
         return produced
@@ -239,6 +240,7 @@ class DocumentService:
         if self.has("import-drops-stylesheet"):
             stylesheet = None
         document_id = record.pop("document_id")
+        record["stored_at"] = self.identities.clock.iso()
         try:
             self.store.add_document(patient.id, document_id, record, cda, stylesheet)
         except DuplicateDocument as exc:

@@ -49,7 +49,7 @@ from lxml import etree
 
 from harness.reference import SOFTWARE, __version__, xds_entry
 from harness.reference.cda import HL7, carried_ins
-from harness.reference.doctypes import Author, DocumentCatalog, Practice
+from harness.reference.doctypes import Author, DocumentCatalog, DocumentType, Practice
 from harness.reference.documents import INS_TYPES, DocumentService, local_zone
 from harness.reference.identity import Conflict
 from harness.reference.model import InvalidInput, Patient, normalise_name
@@ -325,15 +325,42 @@ def embedded_pdf(cda: bytes) -> bytes | None:
 
 def xdm_metadata(submission: SubmissionSet, documents: Sequence[XdmDocument]) -> bytes:
     """``METADATA.XML``: the SubmitObjectsRequest of the documents, each entry's ``URI`` slot naming its file."""
-    request = provide_and_register_request(submission, [(d.entry, d.file_name) for d in documents], {})
+    submit = xdm_submit_objects(submission, [(d.entry, d.file_name) for d in documents])
+    return etree.tostring(submit, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def xdm_submit_objects(submission: SubmissionSet, files: Sequence[tuple[DocumentEntry, str]]) -> etree._Element:
+    """The SubmitObjectsRequest of an XDM submission set: each entry with a ``URI`` slot naming its file."""
+    request = provide_and_register_request(submission, list(files), {})
     found = request.find(f"{{{LCM}}}SubmitObjectsRequest")
     assert found is not None  # provide_and_register_request always writes it
     submit = copy.deepcopy(found)
-    for document in documents:
-        entry = submit.find(f".//{{{RIM}}}ExtrinsicObject[@id='{document.entry.entry_uuid}']")
+    for document_entry, file_name in files:
+        entry = submit.find(f".//{{{RIM}}}ExtrinsicObject[@id='{document_entry.entry_uuid}']")
         assert entry is not None
-        add_slot(entry, "URI", document.file_name)
-    return etree.tostring(submit, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        add_slot(entry, "URI", file_name)
+    return submit
+
+
+def practice_entry(
+    catalog: DocumentCatalog, kind: DocumentType, cda: bytes, patient_cx: str, source_patient_cx: str
+) -> DocumentEntry:
+    """The XDM document entry of one of the practice's CDA documents (author, class and format of the practice)."""
+    return xds_entry.document_entry(
+        cda,
+        kind,
+        catalog.dmp,
+        patient=patient_cx,
+        source_patient=source_patient_cx,
+        author=xds_entry.practice_author(catalog.author, catalog.practice),
+        format_code=xds_entry.default_format_code(kind, catalog.dmp),
+    )
+
+
+def xdm_patient_cx(patient: Patient, practice: Practice) -> str:
+    """The INS as a CX (NH) for a qualified identity, else the IPP (PI): the receiver then cannot integrate."""
+    ins = carried_ins(patient)
+    return xds_entry.ipp_cx(patient.id, practice) if ins is None else xds_entry.patient_cx(ins[0], ins[1], "NH")
 
 
 def build_xdm(
@@ -493,40 +520,139 @@ def reply_address(message: EmailMessage) -> str:
 
 
 # -- reading a received XDM (hostile input) ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ZipLimits:
+    """How much of a received zip the practice agrees to read."""
+
+    archive_bytes: int
+    members: int
+    member_bytes: int
+    total_bytes: int
+    """The sum of the uncompressed sizes (declared, and read)."""
+    ratio: int = MAX_RATIO
+    """The most a member may inflate (uncompressed / compressed), above :attr:`ratio_floor` bytes."""
+    ratio_floor: int = RATIO_FLOOR
+
+
+XDM_LIMITS = ZipLimits(MAX_XDM_BYTES, MAX_MEMBERS, MAX_MEMBER_BYTES, MAX_XDM_UNCOMPRESSED)
+"""An ``IHE_XDM.ZIP`` received by MSSanté."""
+
+
+class SafeZip:
+    """A zip from outside, opened for hostile input; raises UnreadableXdm (never more).
+
+    Opening checks the whole central directory before anything is read: the zip's size,
+    the member count, each member's declared size and compression ratio and their total;
+    a member name that could escape a folder (``..``, absolute, a backslash or NUL), an
+    encrypted member, a symbolic link or a name given twice refuses the whole zip.
+    :meth:`read` then inflates one member at most up to its declared size, and all reads
+    together at most up to the total allowed.
+    """
+
+    def __init__(self, data: bytes, limits: ZipLimits = XDM_LIMITS, what: str = "the XDM") -> None:
+        self.limits = limits
+        self.what = what
+        if len(data) > limits.archive_bytes:
+            raise UnreadableXdm(f"{what} is {len(data)} bytes, above {limits.archive_bytes}")
+        try:
+            self._archive = zipfile.ZipFile(io.BytesIO(data))
+        except Exception as exc:  # BadZipFile, OSError, ValueError...: a hostile zip must never crash the practice
+            raise UnreadableXdm(f"{what} is not a readable zip: {_short(exc)}") from None
+        try:
+            self._members = self._checked(self._archive.infolist())
+        except BaseException:
+            self._archive.close()
+            raise
+        self._budget = limits.total_bytes
+
+    def __enter__(self) -> SafeZip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._archive.close()
+
+    @property
+    def names(self) -> list[str]:
+        """The file members (folders left out), in the zip's order."""
+        return list(self._members)
+
+    def _checked(self, members: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+        limits, what = self.limits, self.what
+        if len(members) > limits.members:
+            raise UnreadableXdm(f"{what} has {len(members)} members, above {limits.members}")
+        if sum(m.file_size for m in members) > limits.total_bytes:
+            raise UnreadableXdm(f"{what} declares more than {limits.total_bytes} uncompressed bytes")
+        out: dict[str, zipfile.ZipInfo] = {}
+        for member in members:
+            name = member.filename
+            why = unsafe_name(name)
+            if why:
+                raise UnreadableXdm(f"member name {name[:80]!r} {why}")
+            if member.is_dir():
+                continue
+            if member.flag_bits & 0x1:
+                raise UnreadableXdm(f"member {name[:80]!r} is encrypted")
+            if stat.S_ISLNK(member.external_attr >> 16):
+                raise UnreadableXdm(f"member {name[:80]!r} is a symbolic link")
+            if name in out:
+                raise UnreadableXdm(f"member {name[:80]!r} appears twice")
+            if member.file_size > limits.member_bytes:
+                raise UnreadableXdm(f"member {name[:80]!r} declares {member.file_size} bytes, above the limit")
+            if member.file_size > limits.ratio_floor and member.file_size > limits.ratio * max(member.compress_size, 1):
+                raise UnreadableXdm(f"member {name[:80]!r} inflates more than {limits.ratio} times")
+            out[name] = member
+        return out
+
+    def read(self, name: str, most: int | None = None) -> bytes:
+        """The bytes of member ``name`` (a KeyError if there is none), at most ``most`` of them if given.
+
+        Raises UnreadableXdm when the member declares more than that, inflates past what it
+        declares, or cannot be read.
+        """
+        member = self._members[name]
+        if most is not None and member.file_size > most:
+            raise UnreadableXdm(f"member {name[:80]!r} declares {member.file_size} bytes, above {most}")
+        limit = min(member.file_size, self.limits.member_bytes, self._budget)
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with self._archive.open(member) as stream:
+                while chunk := stream.read(65536):
+                    total += len(chunk)
+                    if total > limit:
+                        raise UnreadableXdm(f"member {name[:80]!r} inflates past its declared size")
+                    chunks.append(chunk)
+        except UnreadableXdm:
+            raise
+        except Exception as exc:  # BadZipFile (CRC), zlib.error, EOFError on a truncated member...
+            raise UnreadableXdm(f"member {name[:80]!r} cannot be read: {_short(exc)}") from None
+        self._budget -= total
+        return b"".join(chunks)
+
+
 def open_xdm(data: bytes) -> XdmContent:
     """The patient ids and documents of a received ``IHE_XDM.ZIP``; raises UnreadableXdm (never more).
 
-    Bounded: the zip's size, the member count, each member's declared and actual size,
-    the total and the compression ratio; a member name that could escape a folder, an
-    encrypted member or a symbolic link refuses the whole package; ``METADATA.XML`` is
+    Bounded and checked by :class:`SafeZip` (:data:`XDM_LIMITS`); ``METADATA.XML`` is
     refused if it declares a DOCTYPE or entities, and parsed without DTD, entities or network.
     """
-    if len(data) > MAX_XDM_BYTES:
-        raise UnreadableXdm(f"the XDM is {len(data)} bytes, above {MAX_XDM_BYTES}")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = _read_members(archive)
-    except UnreadableXdm:
-        raise
-    except Exception as exc:  # BadZipFile, zlib.error, OSError...: a hostile zip must never crash the practice
-        raise UnreadableXdm(f"the XDM is not a readable zip: {_short(exc)}") from None
+    with SafeZip(data, XDM_LIMITS) as archive:
+        members = {name: archive.read(name) for name in archive.names}
     metadata = [name for name in members if _METADATA.match(name)]
     if not metadata:
         raise UnreadableXdm("the XDM has no IHE_XDM/<subset>/METADATA.XML")
     if len(metadata) > 1:
         raise UnreadableXdm(f"the XDM has {len(metadata)} submission sets; one patient, one set per message")
     folder = metadata[0].rsplit("/", 1)[0]
-    root = _metadata_root(members[metadata[0]])
-    patient_ids: list[str] = []
-    for owner in root.iter(f"{{{RIM}}}RegistryPackage", f"{{{RIM}}}ExtrinsicObject"):
-        scheme = Scheme.SET_PATIENT_ID if owner.tag == f"{{{RIM}}}RegistryPackage" else Scheme.ENTRY_PATIENT_ID
-        for identifier in owner.iterfind(f"{{{RIM}}}ExternalIdentifier"):
-            if identifier.get("identificationScheme") == scheme:
-                patient_ids.append(identifier.get("value", "").strip())
+    root = metadata_root(members[metadata[0]])
+    patient_ids = metadata_patient_ids(root)
     documents = []
     for entry in root.iter(f"{{{RIM}}}ExtrinsicObject"):
-        uri = _slot_value(entry, "URI")
-        if not uri or _unsafe_name(uri) or ":" in uri:
+        uri = slot_value(entry, "URI")
+        if not uri or unsafe_name(uri) or ":" in uri:
             raise UnreadableXdm(f"a DocumentEntry has no usable URI slot ({uri[:80]!r})")
         path = f"{folder}/{uri}"
         found = next((name for name in members if name.upper() == path.upper()), None)
@@ -534,6 +660,17 @@ def open_xdm(data: bytes) -> XdmContent:
             raise UnreadableXdm(f"the URI {uri[:80]!r} names no file of {folder}/")
         documents.append(ReceivedDocument(found, entry.get("mimeType", ""), members[found]))
     return XdmContent(tuple(patient_ids), tuple(documents))
+
+
+def metadata_patient_ids(root: etree._Element) -> list[str]:
+    """The patient ids (CX) of a METADATA.XML: of its submission sets, then of its document entries."""
+    patient_ids: list[str] = []
+    for owner in root.iter(f"{{{RIM}}}RegistryPackage", f"{{{RIM}}}ExtrinsicObject"):
+        scheme = Scheme.SET_PATIENT_ID if owner.tag == f"{{{RIM}}}RegistryPackage" else Scheme.ENTRY_PATIENT_ID
+        for identifier in owner.iterfind(f"{{{RIM}}}ExternalIdentifier"):
+            if identifier.get("identificationScheme") == scheme:
+                patient_ids.append(identifier.get("value", "").strip())
+    return patient_ids
 
 
 def parse_ins_cx(cx: str) -> tuple[str, str] | None:
@@ -546,51 +683,8 @@ def parse_ins_cx(cx: str) -> tuple[str, str] | None:
     return match["id"], match["oid"]
 
 
-def _read_members(archive: zipfile.ZipFile) -> dict[str, bytes]:
-    members = archive.infolist()
-    if len(members) > MAX_MEMBERS:
-        raise UnreadableXdm(f"the XDM has {len(members)} members, above {MAX_MEMBERS}")
-    if sum(m.file_size for m in members) > MAX_XDM_UNCOMPRESSED:
-        raise UnreadableXdm(f"the XDM declares more than {MAX_XDM_UNCOMPRESSED} uncompressed bytes")
-    out: dict[str, bytes] = {}
-    budget = MAX_XDM_UNCOMPRESSED
-    for member in members:
-        name = member.filename
-        why = _unsafe_name(name)
-        if why:
-            raise UnreadableXdm(f"member name {name[:80]!r} {why}")
-        if member.is_dir():
-            continue
-        if member.flag_bits & 0x1:
-            raise UnreadableXdm(f"member {name[:80]!r} is encrypted")
-        if stat.S_ISLNK(member.external_attr >> 16):
-            raise UnreadableXdm(f"member {name[:80]!r} is a symbolic link")
-        if name in out:
-            raise UnreadableXdm(f"member {name[:80]!r} appears twice")
-        limit = min(member.file_size, MAX_MEMBER_BYTES, budget)
-        if member.file_size > limit:
-            raise UnreadableXdm(f"member {name[:80]!r} declares {member.file_size} bytes, above the limit")
-        if member.file_size > RATIO_FLOOR and member.file_size > MAX_RATIO * max(member.compress_size, 1):
-            raise UnreadableXdm(f"member {name[:80]!r} inflates more than {MAX_RATIO} times")
-        content = _bounded_read(archive, member, limit)
-        budget -= len(content)
-        out[name] = content
-    return out
-
-
-def _bounded_read(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    with archive.open(member) as stream:
-        while chunk := stream.read(65536):
-            total += len(chunk)
-            if total > limit:
-                raise UnreadableXdm(f"member {member.filename[:80]!r} inflates past its declared size")
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _unsafe_name(name: str) -> str:
+def unsafe_name(name: str) -> str:
+    """Why a zip member name or URI could escape its folder ("" when it cannot)."""
     if "\\" in name or "\x00" in name:
         return "holds a backslash or a NUL"
     if name.startswith("/") or _DRIVE.match(name):
@@ -600,23 +694,30 @@ def _unsafe_name(name: str) -> str:
     return ""
 
 
-def _metadata_root(content: bytes) -> etree._Element:
-    upper = content.upper()
-    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise UnreadableXdm("METADATA.XML declares a DOCTYPE or entities: refused")
-    try:
-        tree = etree.ElementTree(etree.fromstring(content, _PARSER))
-    except (etree.XMLSyntaxError, ValueError) as exc:
-        raise UnreadableXdm(f"METADATA.XML is not well-formed XML: {_short(exc)}") from None
-    if tree.docinfo.internalDTD is not None or tree.docinfo.externalDTD is not None:
-        raise UnreadableXdm("METADATA.XML carries a DOCTYPE: refused")
-    root = tree.getroot()
+def metadata_root(content: bytes) -> etree._Element:
+    """A received METADATA.XML, parsed safely; raises UnreadableXdm (a DOCTYPE or entities are refused)."""
+    root = safe_xml(content, "METADATA.XML")
     if root.find(f".//{{{RIM}}}RegistryObjectList") is None:
         raise UnreadableXdm("METADATA.XML holds no rim:RegistryObjectList")
     return root
 
 
-def _slot_value(obj: etree._Element, name: str) -> str:
+def safe_xml(content: bytes, what: str) -> etree._Element:
+    """Received XML parsed without DTD, entities or network; raises UnreadableXdm, a DOCTYPE or entities refused."""
+    upper = content.upper()
+    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
+        raise UnreadableXdm(f"{what} declares a DOCTYPE or entities: refused")
+    try:
+        tree = etree.ElementTree(etree.fromstring(content, _PARSER))
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise UnreadableXdm(f"{what} is not well-formed XML: {_short(exc)}") from None
+    if tree.docinfo.internalDTD is not None or tree.docinfo.externalDTD is not None:
+        raise UnreadableXdm(f"{what} carries a DOCTYPE: refused")
+    return tree.getroot()
+
+
+def slot_value(obj: etree._Element, name: str) -> str:
+    """The first value of slot ``name`` of a registry object, "" when absent."""
     value = obj.find(f"{{{RIM}}}Slot[@name='{name}']/{{{RIM}}}ValueList/{{{RIM}}}Value")
     return "" if value is None else (value.text or "").strip()
 
@@ -953,19 +1054,10 @@ class MssService:
         return self._xdm_document(other, record, number)
 
     def _entry(self, patient: Patient, record: dict[str, Any], cda: bytes) -> DocumentEntry:
-        catalog = self.catalog
-        kind = catalog.find(str(record.get("kind", "")), str(record.get("structure", "")))
+        kind = self.catalog.find(str(record.get("kind", "")), str(record.get("structure", "")))
         if kind is None:
             raise Conflict(f"document {record['document_id']!r} is of a type the practice no longer produces")
-        return xds_entry.document_entry(
-            cda,
-            kind,
-            catalog.dmp,
-            patient=self._patient_cx(patient),
-            source_patient=self._ipp_cx(patient),
-            author=self._author(),
-            format_code=xds_entry.default_format_code(kind, catalog.dmp),
-        )
+        return practice_entry(self.catalog, kind, cda, self._patient_cx(patient), self._ipp_cx(patient))
 
     def _submission(self, patient_cx: str, now: datetime) -> SubmissionSet:
         return xds_entry.submission_set(self.catalog, patient_cx, self._author(), now)
@@ -974,9 +1066,7 @@ class MssService:
         return xds_entry.practice_author(self.catalog.author, self.catalog.practice)
 
     def _patient_cx(self, patient: Patient) -> str:
-        """The INS as a CX (NH) for a qualified identity, else the IPP (PI): the receiver then cannot integrate."""
-        ins = carried_ins(patient)
-        return self._ipp_cx(patient) if ins is None else xds_entry.patient_cx(ins[0], ins[1], "NH")
+        return xdm_patient_cx(patient, self.catalog.practice)
 
     def _ipp_cx(self, patient: Patient) -> str:
         return xds_entry.ipp_cx(patient.id, self.catalog.practice)

@@ -1,6 +1,6 @@
 """The practice's SQLite database: identities and INS history, call log, work list, documents, DMP, MSSanté, users.
 
-It keeps the settings too, the index of the identity-document copies (their encrypted
+It keeps the settings too, the agenda (appointments), the index of the identity-document copies (their encrypted
 bytes are files, :mod:`harness.reference.id_documents`) and each patient's last activity.
 
 The reference system keeps its state in one file (``--db``) so a run can be inspected
@@ -90,6 +90,17 @@ CREATE TABLE IF NOT EXISTS id_documents (
 );
 CREATE INDEX IF NOT EXISTS id_documents_patient ON id_documents(patient_id);
 CREATE TABLE IF NOT EXISTS patient_activity (patient_id TEXT PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS appointments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    uid TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS appointments_patient ON appointments(patient_id);
 """
 
 
@@ -103,6 +114,14 @@ class UnknownDocument(LookupError):
 
 class DuplicateLogin(ValueError):
     """A local account with this login already exists."""
+
+
+class DuplicateAppointment(ValueError):
+    """An appointment with this iCalendar UID is already in the agenda."""
+
+
+APPOINTMENT_FIELDS = ("id", "patient_id", "start", "end", "summary", "uid", "created")
+"""The columns of an appointment, in the order :meth:`Store.list_appointments` gives them."""
 
 
 class Store:
@@ -403,6 +422,26 @@ class Store:
             row = self._db.execute("SELECT at FROM patient_activity WHERE patient_id = ?", (patient_id,)).fetchone()
         return None if row is None else str(row[0])
 
+    # -- agenda ---------------------------------------------------------------------------
+    def add_appointment(self, record: dict[str, str]) -> None:
+        """Add an appointment (the keys of :data:`APPOINTMENT_FIELDS`); DuplicateAppointment for a known UID."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    'INSERT INTO appointments(id, patient_id, start, "end", summary, uid, created)'
+                    " VALUES (:id, :patient_id, :start, :end, :summary, :uid, :created)",
+                    record,
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateAppointment(f"appointment {record['uid']!r} is already in the agenda") from None
+
+    def list_appointments(self, patient_id: str) -> list[dict[str, str]]:
+        """The patient's appointments, in the order they were added."""
+        query = 'SELECT id, patient_id, start, "end", summary, uid, created FROM appointments WHERE patient_id = ?'
+        with self._lock:
+            rows = self._db.execute(f"{query} ORDER BY seq", (patient_id,)).fetchall()
+        return [dict(zip(APPOINTMENT_FIELDS, map(str, row), strict=True)) for row in rows]
+
     def raw_files(self) -> list[Path]:
         """The database file and its WAL, after a checkpoint that writes the WAL into the database."""
         with self._lock:
@@ -413,11 +452,11 @@ class Store:
     # -- reset -------------------------------------------------------------------------
     def wipe_test_data(self) -> None:
         """Forget identities, INS history, call log, work list, documents, DMP, MSSanté state, users, ID-document
-        copies (the index; the service removes the files) and activities; keep settings."""
+        copies (the index; the service removes the files), activities and the agenda; keep settings."""
         tables = ("patients", "ins_history", "traces", "worklist", "documents", "dmp_documents", "dmp_consent")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for table in (*tables, "mss_messages", "users", "id_documents", "patient_activity"):
+            for table in (*tables, "mss_messages", "users", "id_documents", "patient_activity", "appointments"):
                 self._db.execute(f"DELETE FROM {table}")
             self._db.execute("COMMIT")
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from harness.sut.model import (
+    Appointment,
     Capability,
     Correspondent,
     DmpOutcome,
@@ -24,6 +25,9 @@ from harness.sut.model import (
     MssSendRequest,
     PatientRecord,
     PatientTraits,
+    PortabilityExport,
+    PortabilityImport,
+    PortabilityRequest,
     ProducedDocument,
     PscClient,
     PscLogin,
@@ -41,6 +45,10 @@ from harness.verdicts import NotSupported
 
 class SutError(RuntimeError):
     """The SUT could not be driven: connection refused, timeout, malformed answer."""
+
+
+class SutTimeout(SutError):
+    """The SUT gave no answer within the time allowed."""
 
 
 class SutRefused(SutError):
@@ -235,3 +243,26 @@ class SutAdapter:
     def run_maintenance(self) -> list[str]:
         """Run the retention job now (by the SUT's clock); the ids of the copies it deleted."""
         raise NotSupported("the retention job cannot be triggered")
+
+    # -- portability -----------------------------------------------------------------------------------
+    def create_appointment(self, patient_id: str, start: datetime, end: datetime, summary: str) -> str:
+        """Put an appointment of the patient in the SUT's agenda (``start``/``end`` timezone-aware); its id."""
+        raise NotSupported("the agenda is not offered")
+
+    def list_appointments(self, patient_id: str) -> list[Appointment]:
+        """The patient's appointments in the SUT's agenda, earliest first."""
+        raise NotSupported("the agenda is not offered")
+
+    def export_portability(self, request: PortabilityRequest, timeout_s: float | None = None) -> PortabilityExport:
+        """Export the data of the patients ``request`` names as a portability archive (LGC.PORT.01).
+
+        ``timeout_s`` replaces the adapter's usual call timeout for this call (an export takes long).
+        """
+        raise NotSupported("data portability is not offered")
+
+    def import_portability(self, archive: bytes, timeout_s: float | None = None) -> PortabilityImport:
+        """Import a portability archive another software exported; what the SUT took and refused.
+
+        ``timeout_s`` replaces the adapter's usual call timeout for this call.
+        """
+        raise NotSupported("data portability is not offered")

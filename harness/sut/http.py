@@ -3,7 +3,8 @@
 A vendor adds these endpoints to a test build of their software. Every call has a
 timeout; a refused connection, a timeout, a 5xx or a body that is not the JSON
 the spec describes becomes a :class:`SutError` naming the endpoint (a 404 too: on
-``/patients/{id}`` it means the SUT lost an identity). A 501, or a capability the
+``/patients/{id}`` it means the SUT lost an identity), a timeout more precisely a
+:class:`SutTimeout`. A 501, or a capability the
 SUT does not declare in ``GET /capabilities``, becomes ``not-supported``; a 422 is
 :class:`SutRefused`, a business refusal some scenarios expect (and so is a 401 to a
 password login: a wrong password).
@@ -19,8 +20,9 @@ from urllib.parse import quote
 
 import requests
 
-from harness.sut.base import SutAdapter, SutError, SutRefused
+from harness.sut.base import SutAdapter, SutError, SutRefused, SutTimeout
 from harness.sut.model import (
+    Appointment,
     Capability,
     Correspondent,
     DmpOutcome,
@@ -32,6 +34,9 @@ from harness.sut.model import (
     MssSendRequest,
     PatientRecord,
     PatientTraits,
+    PortabilityExport,
+    PortabilityImport,
+    PortabilityRequest,
     ProducedDocument,
     PscClient,
     PscLogin,
@@ -75,14 +80,17 @@ class HttpSut(SutAdapter):
         capability: Capability | None = None,
         params: dict[str, str] | None = None,
         refusals: tuple[int, ...] = (422,),
+        timeout_s: float | None = None,
     ) -> Any:
+        """One call; ``timeout_s`` replaces the adapter's timeout for it (a long export)."""
         if capability is not None:
             self.require(capability)
         url = f"{self.base_url}{path}"
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
-            response = self._session.request(method, url, json=body, params=params, timeout=self.timeout_s)
+            response = self._session.request(method, url, json=body, params=params, timeout=timeout)
         except requests.Timeout:
-            raise SutError(f"{method} {path}: no answer within {self.timeout_s:g} s") from None
+            raise SutTimeout(f"{method} {path}: no answer within {timeout:g} s") from None
         except requests.ConnectionError as exc:
             raise SutError(f"{method} {path}: cannot connect to the SUT ({_short(exc)})") from None
         if response.status_code == 501:
@@ -376,6 +384,30 @@ class HttpSut(SutAdapter):
         if not all(isinstance(d, str) for d in deleted):
             raise SutError(f"{where}: 'deleted' must list document ids (strings)")
         return [str(d) for d in deleted]
+
+    # -- portability ---------------------------------------------------------------------------------
+    def create_appointment(self, patient_id: str, start: datetime, end: datetime, summary: str) -> str:
+        body = {"start": start.isoformat(), "end": end.isoformat(), "summary": summary}
+        data = self._call("POST", f"/patients/{patient_id}/appointments", body, Capability.PORTABILITY)
+        if not isinstance(data, dict) or not isinstance(data.get("appointment_id"), str) or not data["appointment_id"]:
+            raise SutError("POST /patients/{id}/appointments: expected an object with an 'appointment_id' string")
+        return str(data["appointment_id"])
+
+    def list_appointments(self, patient_id: str) -> list[Appointment]:
+        data = self._call("GET", f"/patients/{patient_id}/appointments", capability=Capability.PORTABILITY)
+        where = "GET /patients/{id}/appointments"
+        return [_record(Appointment.from_json, a, where) for a in _listed(data, "appointments", where)]
+
+    def export_portability(self, request: PortabilityRequest, timeout_s: float | None = None) -> PortabilityExport:
+        self.require(Capability.PORTABILITY)
+        data = self._call("POST", "/portability/exports", request.to_json(), timeout_s=timeout_s)
+        return _record(PortabilityExport.from_json, data, "POST /portability/exports")
+
+    def import_portability(self, archive: bytes, timeout_s: float | None = None) -> PortabilityImport:
+        self.require(Capability.PORTABILITY)
+        body = {"archive_base64": base64.b64encode(archive).decode("ascii")}
+        data = self._call("POST", "/portability/imports", body, timeout_s=timeout_s)
+        return _record(PortabilityImport.from_json, data, "POST /portability/imports")
 
 
 R = TypeVar("R")

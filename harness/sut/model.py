@@ -41,6 +41,8 @@ class Capability(enum.StrEnum):
     """Log professionals in and out with Pro Santé Connect (OpenID Connect), link accounts, use PSC for APIs."""
     ID_DOCUMENTS = "id-documents"
     """Store encrypted copies of patients' identity documents, show the raw storage, run the retention job."""
+    PORTABILITY = "portability"
+    """Keep an agenda; export patients' data as a portability archive (IHE XDM-based) and import one."""
 
 
 class IdentityStatus(enum.StrEnum):
@@ -697,6 +699,125 @@ class RawStorageItem:
     def from_json(cls, data: dict[str, Any]) -> RawStorageItem:
         content = _unb64(data.get("content_base64"), "content_base64")
         return cls(_text(data, "name"), content or b"")
+
+
+PORTABILITY_SCOPES = ("unitaire", "cible", "massif")
+"""What a portability export covers: one patient, the patients listed, every patient."""
+
+
+@dataclass(frozen=True, slots=True)
+class Appointment:
+    """An appointment of the SUT's agenda."""
+
+    appointment_id: str
+    patient_id: str
+    start: str
+    """ISO 8601 with its offset (``2026-03-02T09:30:00+01:00``)."""
+    end: str
+    summary: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "appointment_id": self.appointment_id,
+            "patient_id": self.patient_id,
+            "start": self.start,
+            "end": self.end,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Appointment:
+        return cls(
+            appointment_id=_text(data, "appointment_id"),
+            patient_id=_text(data, "patient_id"),
+            start=_text(data, "start"),
+            end=_text(data, "end"),
+            summary=_text(data, "summary"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PortabilityRequest:
+    """What an administrator asks the SUT to export (LGC.PORT.01).
+
+    ``scope`` is one of :data:`PORTABILITY_SCOPES` (``unitaire`` needs exactly one patient,
+    ``cible`` at least one, ``massif`` none: every patient); ``since`` is the depth, an ISO
+    date ``YYYY-MM-DD`` (the data produced on or after that day), or ``""`` for the whole history.
+    The SUT checks the request and refuses a bad one (422).
+    """
+
+    scope: str
+    patient_ids: tuple[str, ...] = ()
+    since: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scope": self.scope, "patient_ids": list(self.patient_ids), "since": self.since}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PortabilityRequest:
+        patient_ids = data.get("patient_ids") or []
+        if not isinstance(patient_ids, list) or not all(isinstance(p, str) for p in patient_ids):
+            raise TypeError("'patient_ids' must be a list of strings")
+        since = data.get("since") or ""
+        if not isinstance(since, str):
+            raise TypeError("'since' must be a string")
+        return cls(scope=_text(data, "scope"), patient_ids=tuple(patient_ids), since=since)
+
+
+@dataclass(frozen=True, slots=True)
+class PortabilityExport:
+    """The archive the SUT exported (a zip, ``docs/portability-archive.md``) and the file name it gave it."""
+
+    file_name: str
+    archive: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"file_name": self.file_name, "archive_base64": base64.b64encode(self.archive).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PortabilityExport:
+        archive = _unb64(data.get("archive_base64"), "archive_base64")
+        if archive is None:
+            raise ValueError("'archive_base64' is required")
+        return cls(file_name=_text(data, "file_name"), archive=archive)
+
+
+@dataclass(frozen=True, slots=True)
+class PortabilityImport:
+    """What the SUT did with a portability archive it was given to import."""
+
+    patient_ids: tuple[str, ...]
+    """The SUT's ids of the identities the archive's patients were found as, or created as."""
+    documents: int
+    """How many documents the SUT stored (the PDF copies of CDA documents do not count)."""
+    appointments: int
+    """How many appointments of the agenda the SUT stored."""
+    refused: tuple[str, ...] = ()
+    """One message per part of the archive the SUT refused (a broken CDA, an unknown attendee...)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_ids": list(self.patient_ids),
+            "documents": self.documents,
+            "appointments": self.appointments,
+            "refused": list(self.refused),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PortabilityImport:
+        lists: dict[str, tuple[str, ...]] = {}
+        for name in ("patient_ids", "refused"):
+            value = data.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"'{name}' must be a list of strings")
+            lists[name] = tuple(value)
+        counts: dict[str, int] = {}
+        for name in ("documents", "appointments"):
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"'{name}' must be a non-negative integer")
+            counts[name] = value
+        return cls(lists["patient_ids"], counts["documents"], counts["appointments"], lists["refused"])
 
 
 def _text(data: dict[str, Any], name: str) -> str:

@@ -4,8 +4,8 @@
 without arguments. The object offers any subset of :class:`SutAdapter`'s methods
 (same names, same records from :mod:`harness.sut.model`) plus ``describe()``.
 Calls run in a daemon thread with a timeout so a hanging SUT gives an ``error``
-verdict instead of a hung run (and a call stuck for good does not keep the process
-from exiting); a missing method is ``not-supported``; any other exception the
+verdict instead of a hung run (:class:`SutTimeout`; a call stuck for good does not keep
+the process from exiting); a missing method is ``not-supported``; any other exception the
 object raises, or an answer of the wrong type, is the SUT breaking (:class:`SutError`).
 """
 
@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from harness.sut.base import SutAdapter, SutError
+from harness.sut.base import SutAdapter, SutError, SutTimeout
 from harness.sut.model import (
+    Appointment,
     Correspondent,
     DmpOutcome,
     EndpointConfig,
@@ -29,6 +30,9 @@ from harness.sut.model import (
     MssSendRequest,
     PatientRecord,
     PatientTraits,
+    PortabilityExport,
+    PortabilityImport,
+    PortabilityRequest,
     ProducedDocument,
     PscClient,
     PscLogin,
@@ -79,6 +83,11 @@ class PythonSut(SutAdapter):
             closer()
 
     def _delegate(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._delegate_within(self.timeout_s, method, *args, **kwargs)
+
+    def _delegate_within(self, timeout_s: float | None, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of the target, giving up after ``timeout_s`` (None: the adapter's timeout)."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         func: Callable[..., Any] | None = getattr(self.target, method, None)
         if not callable(func):
             raise NotSupported(f"the Python SUT has no '{method}' operation")
@@ -95,8 +104,8 @@ class PythonSut(SutAdapter):
 
         # A daemon thread per call: a call stuck for good is abandoned, never joined.
         threading.Thread(target=call, name=f"python-sut-{method}", daemon=True).start()
-        if not finished.wait(self.timeout_s):
-            raise SutError(f"{method}: no answer within {self.timeout_s:g} s")
+        if not finished.wait(timeout):
+            raise SutTimeout(f"{method}: no answer within {timeout:g} s")
         exc = outcome.get("error")
         if exc is None:
             return outcome.get("value")
@@ -253,6 +262,21 @@ class PythonSut(SutAdapter):
 
     def run_maintenance(self) -> list[str]:
         return _typed_list(self._delegate("run_maintenance"), str, "run_maintenance")
+
+    def create_appointment(self, patient_id: str, start: datetime, end: datetime, summary: str) -> str:
+        appointment_id = self._delegate("create_appointment", patient_id, start, end, summary)
+        return _typed(appointment_id, str, "create_appointment")
+
+    def list_appointments(self, patient_id: str) -> list[Appointment]:
+        return _typed_list(self._delegate("list_appointments", patient_id), Appointment, "list_appointments")
+
+    def export_portability(self, request: PortabilityRequest, timeout_s: float | None = None) -> PortabilityExport:
+        exported = self._delegate_within(timeout_s, "export_portability", request)
+        return _typed(exported, PortabilityExport, "export_portability")
+
+    def import_portability(self, archive: bytes, timeout_s: float | None = None) -> PortabilityImport:
+        imported = self._delegate_within(timeout_s, "import_portability", archive)
+        return _typed(imported, PortabilityImport, "import_portability")
 
 
 def _typed(value: Any, expected: type[T], method: str) -> T:
