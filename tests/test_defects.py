@@ -354,6 +354,32 @@ def test_the_conforming_reference_system_passes_every_id_document_scenario(tmp_p
     assert not not_passed
 
 
+PORTABILITY = REPO / "scenarios" / "test_portability.py"
+EXPORT = "test_the_export_holds_the_data_within_the_depth"
+ROUND_TRIP = "test_the_export_can_be_imported_into_another_system"
+EXPORTS = [f"{EXPORT}[{scope}]" for scope in ("massif", "cible", "unitaire")]
+PORT_CATCHES: dict[str, list[tuple[str, str]]] = {
+    "port-drops-old-documents": [(case, "portability.document.missing") for case in EXPORTS]
+    + [(ROUND_TRIP, "portability.round-trip.document")],
+    "port-omits-ins": [(case, "portability.identity.ins") for case in EXPORTS],
+    "port-omits-pdf": [(case, "portability.pdf.missing") for case in EXPORTS],
+    "port-wrong-hashes": [(case, "portability.integrity.hash") for case in EXPORTS],
+    "port-invalid-cda": [(case, "cda.header.confidentiality-code") for case in EXPORTS],
+}
+"""The same for the portability export and its round trip."""
+
+
+def test_the_conforming_reference_system_passes_every_portability_scenario(tmp_path: Path) -> None:
+    verdicts = run_insi_scenarios(tmp_path / "run", "reference", scenarios=PORTABILITY, extra=_cda_rules())
+    assert set(verdicts) >= {test for entries in PORT_CATCHES.values() for test, _ in entries}
+    not_passed = {name: _explain(v) for name, v in verdicts.items() if v.status is not VerdictStatus.PASSED}
+    assert not not_passed
+
+
+def _cda_rules() -> list[str]:
+    return [f"--cda-rules={CDA_RULES}"] if CDA_RULES.is_dir() else []
+
+
 FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "insi": (SCENARIOS, CATCHES),
     "documents": (DOCUMENTS, DOCUMENT_CATCHES),
@@ -362,6 +388,7 @@ FAMILIES: dict[str, tuple[Path, dict[str, list[tuple[str, str]]]]] = {
     "annuaire": (ANNUAIRE, ANN_CATCHES),
     "psc": (PSC, PSC_CATCHES),
     "id-documents": (ID_DOCUMENTS, ID_CATCHES),
+    "portability": (PORTABILITY, PORT_CATCHES),
 }
 """Each scenario file and the defects its cases must catch."""
 DEFECT_TEST = "test_each_defect_is_caught_by_its_scenarios"
@@ -371,7 +398,7 @@ WORKERS = 2
 
 def _defect_run(family: str, defect: str, run_dir: Path) -> dict[str, Verdict]:
     scenarios, catches = FAMILIES[family]
-    extra = [f"--cda-rules={CDA_RULES}"] if scenarios == DOCUMENTS and CDA_RULES.is_dir() else []
+    extra = _cda_rules() if scenarios in (DOCUMENTS, PORTABILITY) else []
     tests = sorted({test for test, _ in catches[defect]})
     return run_insi_scenarios(run_dir, f"reference:{defect}", tests, scenarios=scenarios, extra=extra)
 
@@ -426,6 +453,7 @@ def test_every_defect_is_in_the_suite() -> None:
         (ANNUAIRE, ANN_CATCHES, 1),
         (PSC, PSC_CATCHES, 18),
         (ID_DOCUMENTS, ID_CATCHES, 3),
+        (PORTABILITY, PORT_CATCHES, 4),
     ],
 )
 def test_every_scenario_case_is_proven_to_fail_on_some_defect(

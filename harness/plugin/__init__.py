@@ -147,6 +147,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="TOML file with the vendor's statements for the INS/va1.42 documentation (algorithm, key size, "
         "key management, deletion job), merged into the documentation template the run attaches",
     )
+    group.addoption(
+        "--portability-layout",
+        dest="segur_portability_layout",
+        default=None,
+        help="TOML file renaming the non-XDM parts of the portability archive (table [portability]: "
+        "transverse_folder, documentation_folder, agenda, traces, dictionary, integrity; "
+        "default: docs/portability-archive.md)",
+    )
+    group.addoption(
+        "--portability-timeout",
+        dest="segur_portability_timeout",
+        type=float,
+        default=120.0,
+        help="seconds the SUT has to produce or import a portability archive (default: 120)",
+    )
     group.addoption("--signing-key", dest="segur_signing_key", default=None, help="PEM key signing the manifest")
     group.addoption("--signing-cert", dest="segur_signing_cert", default=None, help="PEM certificate of that key")
 

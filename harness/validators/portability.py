@@ -255,9 +255,10 @@ def check_export(
     Rules (errors unless said): the zip rules of :func:`harness.validators.xdm.read_xdm`
     (``xdm.zip.*``); ``portability.layout.index``, ``.readme``, ``.patients``,
     ``.folder-name`` (warning), ``.unreferenced`` (warning); ``portability.metadata.*`` (the
-    XDM metadata rules); ``portability.entry.uri``, ``.file``, ``.hash``, ``.size``,
-    ``.created``, ``.type``; ``portability.identity.name``, ``.first-name``, ``.birth-date``,
-    ``.sex``, ``.ins``; ``portability.pdf.missing`` and the ``pdf.*`` PDF/A-1 rules;
+    XDM metadata rules); ``portability.entry.missing`` (warning: a patient folder with no
+    document, as when nothing is within the depth), ``portability.entry.uri``, ``.file``,
+    ``.hash``, ``.size``, ``.created``, ``.type``; ``portability.identity.traits``, ``.name``,
+    ``.first-name``, ``.birth-date``, ``.sex``, ``.ins``; ``portability.pdf.missing`` and the ``pdf.*`` PDF/A-1 rules;
     ``xds.cda.*`` (metadata against the CDA) and whatever ``check_cda`` finds;
     ``portability.patient.missing``, ``.unexpected`` (info), ``portability.scope.outside``,
     ``portability.document.missing``, ``portability.depth.outside``;
@@ -354,7 +355,7 @@ def _check_folder(
     entries = document_entries(root)
     if not entries:
         findings.append(
-            _error("portability.entry.missing", "the patient's METADATA.XML has no DocumentEntry", metadata)
+            _warning("portability.entry.missing", "the patient's METADATA.XML has no DocumentEntry", metadata)
         )
     for entry in entries:
         where = f"{metadata}: ExtrinsicObject[@id='{entry.get('id', '')}']"
