@@ -1,11 +1,11 @@
 """Data portability: the export a practice takes to its next software (PORT/va1.01, LGC.PORT.01).
 
-The harness seeds the SUT through the adapter with a known data set — a qualified
-identity, a second qualified one, a provisional one without INS; documents produced at
-several dates (the SUT's clock under the harness's control), one received from another
-producer; appointments — then asks for an export (``portability`` capability) of one
-scope (``unitaire``, ``cible``, ``massif``) over a depth of :data:`DEPTH_YEARS` years, and
-judges the archive with :mod:`harness.validators.portability`: the layout of
+The harness seeds the SUT through the adapter, once for the module (the cases only read
+what it holds), with a known data set — a qualified identity, a second qualified one, a
+provisional one without INS; documents produced at several dates (the SUT's clock under the
+harness's control), one received from another producer; appointments — then asks for an
+export (``portability`` capability) of one scope (``unitaire``, ``cible``, ``massif``) over
+a depth of :data:`DEPTH_YEARS` years, and judges the archive with :mod:`harness.validators.portability`: the layout of
 ``docs/portability-archive.md`` (ANS's guide is a draft: the folder names are the
 harness's rule, renamable with ``--portability-layout``), every seeded document within
 the depth present and none before it, the identity and INS an importer needs on each
