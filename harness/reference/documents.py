@@ -28,7 +28,7 @@ from harness.reference.cda import HL7, Header, carried_ins, n1_document, new_oid
 from harness.reference.datamatrix import datamatrix_image, ins_payload
 from harness.reference.doctypes import DocumentCatalog, DocumentType, load_catalog
 from harness.reference.identity import Conflict, IdentityService
-from harness.reference.model import InvalidInput, Patient, normalise_name
+from harness.reference.model import InvalidInput, Patient, decoded_base64, normalise_name
 from harness.reference.pdfa import PrintedDocument, build_pdf
 from harness.reference.store import DuplicateDocument, UnknownDocument
 from harness.reference.vsm import vsm_document
@@ -308,17 +308,7 @@ def _act_date(value: Any) -> date | None:
 
 def _base64_field(body: dict[str, Any], name: str) -> bytes | None:
     value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"'{name}' must be a base64 string")
-    try:
-        content = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise InvalidInput(f"'{name}' is not valid base64") from None
-    if not content or len(content) > MAX_DOCUMENT_BYTES:
-        raise InvalidInput(f"'{name}' must hold 1 byte to {MAX_DOCUMENT_BYTES} bytes")
-    return content
+    return None if value is None else decoded_base64(value, name, MAX_DOCUMENT_BYTES)
 
 
 def _parse_xml(content: bytes, what: str) -> etree._Element:

@@ -15,11 +15,9 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from harness.reference.identity import VERIFICATION, CheckedAnswer, IdentityService, same_ins
-from harness.reference.insi import InsiNotConfigured
+from harness.reference.identity import CheckedAnswer, IdentityService, same_ins
 from harness.reference.model import ExternalId, Ins, Patient, Status
 from harness.reference.pamfr import FeedMessage, FeedRejected, build_ack, parse_feed
-from harness.reference.soap import InsiAnswer, TraitsQuery
 
 log = logging.getLogger("harness.reference")
 
@@ -93,7 +91,7 @@ class FeedIntegrator:
         if received is None:
             return patient.id
         with service.lock(patient.id):
-            checked = self._verify_received(patient.id, message)
+            checked = self.service.verify_received(patient.id, message.traits)
             if checked.code in ("fault", "error"):
                 self._put_aside(patient, IMPOSSIBLE_FEED_REASON, message, checked)
             elif same_ins(checked.individu, received):
@@ -122,7 +120,7 @@ class FeedIntegrator:
             updated = replace(self._with_non_strict_data(patient, message), ins=received)
             service.store.save_patient(replace(updated, status=patient.status.with_ins()))
             return patient.id
-        checked = self._verify_received(patient.id, message)
+        checked = self.service.verify_received(patient.id, message.traits)
         if checked.code in ("fault", "error"):
             self._put_aside(patient, IMPOSSIBLE_FEED_REASON, message, checked)
         elif same_ins(checked.individu, received):
@@ -136,16 +134,6 @@ class FeedIntegrator:
                 service.store.save_patient(overwritten)
             self._put_aside(patient, KO_FEED_REASON, message, checked)
         return patient.id
-
-    def _verify_received(self, patient_id: str, message: FeedMessage) -> CheckedAnswer:
-        """Rule 52: the automatic unit verification with the received traits."""
-        t = message.traits
-        query = TraitsQuery(t.birth_name, t.first_first_name, t.sex, t.birth_date, t.birthplace_cog)
-        try:
-            client = self.service.insi_client()
-        except InsiNotConfigured as exc:
-            return CheckedAnswer(InsiAnswer("error", detail=str(exc)))
-        return self.service.call_by_traits(client, query, VERIFICATION, patient_id)
 
     def _status_after_ok(self, local: Status, message: FeedMessage) -> Status:
         """Rule 30: the INS makes PROV RECUP (VALI QUAL); the sender's QUAL is not taken over."""

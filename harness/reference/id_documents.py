@@ -26,7 +26,6 @@ row goes, the ciphertext file stays).
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import re
 import secrets
@@ -39,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from harness.reference.identity import IdentityService
-from harness.reference.model import InvalidInput
+from harness.reference.model import InvalidInput, decoded_base64
 from harness.reference.store import UnknownDocument
 
 MAX_CONTENT_BYTES = 10 * 1024 * 1024
@@ -228,16 +227,7 @@ def _copy_request(body: Any) -> tuple[bytes, str]:
     encoded, media_type = body.get("content_base64"), body.get("media_type")
     if not isinstance(media_type, str) or not _MEDIA_TYPE.match(media_type):
         raise InvalidInput("'media_type' must be a media type (type/subtype)")
-    if not isinstance(encoded, str) or not encoded:
-        raise InvalidInput("'content_base64' must be a non-empty base64 string")
-    if len(encoded) > MAX_CONTENT_BYTES * 4 // 3 + 4:
-        raise InvalidInput(f"the copy is larger than {MAX_CONTENT_BYTES // (1024 * 1024)} MiB")
-    try:
-        content = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput("'content_base64' is not valid base64") from None
-    if not content or len(content) > MAX_CONTENT_BYTES:
-        raise InvalidInput(f"the copy must be 1 byte to {MAX_CONTENT_BYTES // (1024 * 1024)} MiB")
+    content = decoded_base64(encoded, "content_base64", MAX_CONTENT_BYTES)
     return content, media_type.lower()
 
 

@@ -168,6 +168,19 @@ class IdentityService:
         answer = client.search_by_traits(query, self.clock.now())
         return self._checked_and_traced(client, answer, TRAITS_OPERATION, purpose, patient_id, query.to_json())
 
+    def verify_received(self, patient_id: str, traits: Traits) -> CheckedAnswer:
+        """Rule 52: the automatic unit verification of an INS received with ``traits`` (a feed, an import).
+
+        An unconfigured INSi is an ``error`` answer, never an exception: the INS is then not kept.
+        """
+        t = traits
+        query = TraitsQuery(t.birth_name, t.first_first_name, t.sex, t.birth_date, t.birthplace_cog)
+        try:
+            client = self.insi_client()
+        except InsiNotConfigured as exc:
+            return CheckedAnswer(InsiAnswer("error", detail=str(exc)))
+        return self.call_by_traits(client, query, VERIFICATION, patient_id)
+
     def call_by_card(self, client: InsiClient, query: CardQuery, patient_id: str) -> CheckedAnswer:
         """One RECVITALE call, checked and traced."""
         answer = client.search_by_card(query, self.clock.now())

@@ -7,6 +7,8 @@ too: a refused trait is a :class:`InvalidInput`, which the API turns into a 422.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 import unicodedata
@@ -228,3 +230,22 @@ def check_birth_date(value: str) -> None:
         date(year, month, day)
     except ValueError:
         raise InvalidInput("'birth_date' is not a date") from None
+
+
+def decoded_base64(value: Any, name: str, max_bytes: int) -> bytes:
+    """The bytes of the strict base64 string ``value`` (the request field ``name``), 1 to ``max_bytes``.
+
+    The encoded length is checked before decoding, so an oversized field costs nothing;
+    raises InvalidInput naming the field.
+    """
+    if not isinstance(value, str):
+        raise InvalidInput(f"'{name}' must be a base64 string")
+    if len(value) > max_bytes * 4 // 3 + 4:
+        raise InvalidInput(f"'{name}' is larger than {max_bytes} bytes")
+    try:
+        content = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"'{name}' is not valid base64") from None
+    if not content or len(content) > max_bytes:
+        raise InvalidInput(f"'{name}' must hold 1 byte to {max_bytes} bytes")
+    return content

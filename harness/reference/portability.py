@@ -41,7 +41,6 @@ Defects (:mod:`harness.reference.defects`): ``port-drops-old-documents``, ``port
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import html
@@ -66,9 +65,8 @@ from harness.reference.cda import HL7, carried_ins, new_oid
 from harness.reference.datamatrix import datamatrix_image, ins_payload
 from harness.reference.doctypes import DocumentType
 from harness.reference.documents import INS_TYPES, MAX_DOCUMENT_BYTES, DocumentService, iso_time, local_zone
-from harness.reference.identity import VERIFICATION, CheckedAnswer, Conflict, same_ins
-from harness.reference.insi import InsiNotConfigured
-from harness.reference.model import Ins, InvalidInput, Patient, Status, Traits, traits_from_json
+from harness.reference.identity import Conflict, same_ins
+from harness.reference.model import Ins, InvalidInput, Patient, Status, Traits, decoded_base64, traits_from_json
 from harness.reference.mss import (
     CDA_TYPES,
     SafeZip,
@@ -86,7 +84,6 @@ from harness.reference.mss import (
 )
 from harness.reference.nir import is_valid_matricule
 from harness.reference.pdfa import PrintedDocument, build_pdf
-from harness.reference.soap import InsiAnswer, TraitsQuery
 from harness.reference.store import DuplicateAppointment
 from harness.reference.xds_metadata import RIM, Code, DocumentEntry, add_slot, new_uuid
 
@@ -631,7 +628,7 @@ class PortabilityService:
         detail: dict[str, Any] = {"source": "portability-import", "received_ins": ins.to_json(), "file": where}
         with self.identities.lock(patient.id):
             patient = self.identities.get(patient.id)
-            checked = self._verify(patient.id, traits)
+            checked = self.identities.verify_received(patient.id, traits)
             if checked.code in ("fault", "error"):
                 self.identities.add_work_item(patient.id, IMPORT_IMPOSSIBLE_REASON, {**detail, "code": checked.code})
                 result.refused.append(f"{where}: INS {ins.matricule} not verified ({checked.detail}): not kept")
@@ -645,15 +642,6 @@ class PortabilityService:
             self.store.save_patient(updated)
             result.holders[ins] = updated.id
             return updated
-
-    def _verify(self, patient_id: str, traits: Traits) -> CheckedAnswer:
-        t = traits
-        query = TraitsQuery(t.birth_name, t.first_first_name, t.sex, t.birth_date, t.birthplace_cog)
-        try:
-            client = self.identities.insi_client()
-        except InsiNotConfigured as exc:
-            return CheckedAnswer(InsiAnswer("error", detail=str(exc)))
-        return self.identities.call_by_traits(client, query, VERIFICATION, patient_id)
 
     def _import_agenda(self, content: bytes, result: _Imported) -> None:
         try:
@@ -761,18 +749,9 @@ def _appointment_request(body: Any) -> tuple[datetime, datetime, str]:
 
 
 def _archive_field(body: Any) -> bytes:
-    if not isinstance(body, dict) or not isinstance(body.get("archive_base64"), str):
+    if not isinstance(body, dict):
         raise InvalidInput("the body must be an object with an 'archive_base64' string")
-    encoded = body["archive_base64"]
-    if len(encoded) > MAX_ARCHIVE_BYTES * 4 // 3 + 4:
-        raise InvalidInput(f"the archive is larger than {MAX_ARCHIVE_BYTES // (1024 * 1024)} MiB")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput("'archive_base64' is not valid base64") from None
-    if not data:
-        raise InvalidInput("the archive is empty")
-    return data
+    return decoded_base64(body.get("archive_base64"), "archive_base64", MAX_ARCHIVE_BYTES)
 
 
 # -- reading CDA documents ----------------------------------------------------------------------------------
