@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import io
 import json
-import tomllib
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from reportlab.lib.pagesizes import A6
@@ -33,6 +31,7 @@ from harness.sut.base import SutAdapter
 from harness.sut.model import PatientTraits, RawStorageItem
 from harness.validators import storage
 from harness.validators.storage import StoredItem
+from scenarios.vendor_statements import read_statement, statement_lines
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 """When the copy is stored (a fixed date, so the 5-year boundaries are exact)."""
@@ -74,14 +73,7 @@ STATEMENT_FIELDS = {
 
 def _statement(request: pytest.FixtureRequest) -> dict[str, str]:
     """The vendor's declarative statements (``--id-document-statement``, table ``[id_documents]``), if given."""
-    path = request.config.getoption("segur_id_document_statement")
-    if not path:
-        return {}
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("id_documents", {})
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        return {"error": f"cannot read {path}: {exc}"}
-    return {key: str(value) for key, value in data.items() if key in STATEMENT_FIELDS} if isinstance(data, dict) else {}
+    return read_statement(request, "segur_id_document_statement", "id_documents", STATEMENT_FIELDS)
 
 
 def _documentation(measured: list[tuple[str, str]], statement: dict[str, str]) -> bytes:
@@ -95,10 +87,7 @@ def _documentation(measured: list[tuple[str, str]], statement: dict[str, str]) -
         "",
         "## Stated by the vendor",
         "",
-        *[
-            f"- {label}: {statement.get(key) or '(to be supplied by the vendor: --id-document-statement)'}"
-            for key, label in STATEMENT_FIELDS.items()
-        ],
+        *statement_lines(statement, STATEMENT_FIELDS, "--id-document-statement"),
         "",
         "The proof INS/va1.42.01.01 stays manual until the vendor has checked and signed this document.",
     ]

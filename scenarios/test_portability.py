@@ -17,8 +17,9 @@ The round trip imports the archive into a second, clean reference system — the
 software — and compares what it holds with what was seeded: nothing may be lost.
 
 ANS's proof ``PORT/va1.01.01.01`` is the documentation listing the data, their format and
-where each is: the archive's data dictionary is that document; the run checks it covers
-every file, and attaches it with the README as the proof.
+where each is. The run checks the archive's data dictionary covers every file and attaches,
+besides it and the README, a documentation template filled from it; how an administrator runs
+the export is the vendor's to write, so the proof stays ``manual`` (the scenario ``passed``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from harness.validators.portability import (
     PortabilityLayout,
 )
 from scenarios.insi_steps import identity_named, qualified_patient
+from scenarios.vendor_statements import read_statement, statement_lines
 
 HL7 = "urn:hl7-org:v3"
 DEPTH_YEARS = 3
@@ -195,19 +197,84 @@ def _cda_check(validator: CdaValidator) -> portability.CdaCheck:
     return check
 
 
-def _attach_documentation(evidence: ScenarioEvidence, members: dict[str, bytes], layout: PortabilityLayout) -> None:
-    """The archive's own documentation: ANS's proof PORT/va1.01.01.01."""
+STATEMENT_FIELDS = {
+    "launch": "How an administrator launches an export: where in the product, which rights it needs",
+    "scope_and_depth": "How the scope (unitaire, ciblé, massif) and the history depth are chosen",
+    "delivery": "How the archive is handed over (encrypted link, HDS transfer platform, physical medium), protected",
+}
+"""What only the vendor can write in the documentation (``--portability-statement``, table ``[portability]``)."""
+
+
+def _documentation(
+    report: portability.PortabilityReport,
+    exported: PortabilityExport,
+    ask: PortabilityRequest,
+    layout: PortabilityLayout,
+    statement: dict[str, str],
+) -> bytes:
+    """The PORT/va1.01.01.01 documentation template: what the archive holds, from its own dictionary, and what
+    only the vendor can say."""
+    rows = [
+        f"| {data} | {kind} | `{where}` | {sum(1 for n in report.members if portability.matches_location(n, where))} |"
+        for data, kind, where in report.dictionary
+    ]
+    lines = [
+        "# PORT/va1.01 — data portability: documentation of the export (template)",
+        "",
+        "## Measured by the conformance run",
+        "",
+        f"- Export asked: scope {ask.scope}, patients {', '.join(ask.patient_ids) or 'all'}, "
+        f"since {ask.since or 'the whole history'}",
+        f"- Archive: {exported.file_name}, {len(exported.archive):,} bytes, {len(report.members)} files, "
+        f"{len(report.folders)} patient folder(s), {len(report.entries)} document entries, "
+        f"{report.events} appointment(s), {report.trace_lines} trace line(s)",
+        f"- Layout judged: docs/portability-archive.md of the harness; transverse part `{layout.transverse_folder}/`, "
+        f"documentation `{layout.documentation_folder}/`",
+        f"- Findings of the run on this archive: {len(report.errors)} error(s)",
+        "",
+        "## The data made available, their format and where each is (the archive's data dictionary)",
+        "",
+        "| data | format | location | files in this export |",
+        "|---|---|---|---|",
+        *(rows or ["| (no readable data dictionary in the archive) | | | |"]),
+        "",
+        "## Stated by the vendor",
+        "",
+        *statement_lines(statement, STATEMENT_FIELDS, "--portability-statement"),
+        "",
+        "The proof PORT/va1.01.01.01 stays manual until the vendor has completed and signed this document.",
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _attach_documentation(
+    evidence: ScenarioEvidence,
+    request: pytest.FixtureRequest,
+    report: portability.PortabilityReport,
+    exported: PortabilityExport,
+    ask: PortabilityRequest,
+    layout: PortabilityLayout,
+) -> None:
+    """The archive's own documentation and the template of ANS's proof PORT/va1.01.01.01 built from it."""
     for path, media_type, what in (
-        (
-            layout.dictionary_path,
-            "text/csv",
-            "the data dictionary of the export (data, format, location): proof PORT/va1.01.01.01",
-        ),
+        (layout.dictionary_path, "text/csv", "the data dictionary of the export (data, format, location)"),
         ("README.TXT", "text/plain", "the README of the export (software, date, scope, depth)"),
     ):
-        content = members.get(path)
+        content = report.members.get(path)
         if content is not None:
             evidence.attach(path.replace("/", "-"), content, media_type, what)
+    evidence.attach(
+        "PORT-va1.01-documentation.md",
+        _documentation(
+            report,
+            exported,
+            ask,
+            layout,
+            read_statement(request, "segur_portability_statement", "portability", STATEMENT_FIELDS),
+        ),
+        "text/markdown",
+        "the documentation proof PORT/va1.01.01.01, filled from the archive's dictionary (vendor statements to add)",
+    )
 
 
 SCOPES = ["massif", "cible", "unitaire"]
@@ -252,7 +319,7 @@ def test_the_export_holds_the_data_within_the_depth(
         "application/json",
         "what the archive held, patient by patient, and how many findings",
     )
-    _attach_documentation(evidence, report.members, layout)
+    _attach_documentation(evidence, request, report, exported, ask, layout)
     evidence.conclude()
 
 

@@ -72,3 +72,43 @@ def test_seeded_dates_stay_clear_of_the_depth_boundary(months: int) -> None:
     moment = test_portability._months(now, months)
     since = test_portability._years(now, -test_portability.DEPTH_YEARS)
     assert abs((moment - since).days) > 30
+
+
+def test_the_documentation_template_lists_the_dictionary_and_leaves_the_vendor_parts() -> None:
+    from harness.validators.portability import PortabilityLayout, check_export
+    from tests.portability_samples import EXPECTED, conforming_archive
+
+    archive = conforming_archive()
+    report = check_export(archive, EXPECTED)
+    text = test_portability._documentation(
+        report,
+        PortabilityExport("export.zip", archive),
+        PortabilityRequest("unitaire", ("P1",), "2020-01-01"),
+        PortabilityLayout(),
+        {"launch": "Menu Administration"},
+    ).decode("utf-8")
+    assert "| Documents du patient | CDA R2 | `IHE_XDM/*/DOC*.XML` | 1 |" in text
+    assert "| Copie PDF de chaque document | PDF/A-1 | `IHE_XDM/*/DOC*.PDF` | 1 |" in text
+    assert "which rights it needs: Menu Administration" in text
+    assert text.count("(to be supplied by the vendor: --portability-statement)") == 2
+    assert "scope unitaire, patients P1, since 2020-01-01" in text
+
+
+def test_an_unreadable_statement_file_is_said_not_fatal(tmp_path: Any) -> None:
+    from scenarios.vendor_statements import read_statement, statement_lines
+
+    path = tmp_path / "statement.toml"
+    path.write_text("[portability\nlaunch = 1")
+
+    class Config:
+        def getoption(self, name: str) -> str:
+            return str(path)
+
+    class Request:
+        config = Config()
+
+    statement = read_statement(Request(), "segur_portability_statement", "portability", {"launch": "Launch"})  # type: ignore[arg-type]
+    assert "cannot read" in statement["error"]
+    lines = statement_lines(statement, {"launch": "Launch"}, "--portability-statement")
+    assert lines[0] == "- Launch: (to be supplied by the vendor: --portability-statement)"
+    assert lines[1].startswith("- (the statement file was not read: cannot read")

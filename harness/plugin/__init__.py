@@ -156,6 +156,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default: docs/portability-archive.md)",
     )
     group.addoption(
+        "--portability-statement",
+        dest="segur_portability_statement",
+        default=None,
+        help="TOML file with the vendor's statements for the PORT/va1.01 documentation (table [portability]: "
+        "launch, scope_and_depth, delivery), merged into the documentation template the run attaches",
+    )
+    group.addoption(
         "--portability-timeout",
         dest="segur_portability_timeout",
         type=float,

@@ -212,6 +212,8 @@ class PortabilityReport:
     events: int = 0
     trace_lines: int = 0
     cda_validated: int = 0
+    dictionary: list[tuple[str, str, str]] = field(default_factory=list)
+    """The data dictionary's rows read without a problem: ``(donnee, format, emplacement)``."""
 
     @property
     def errors(self) -> list[Finding]:
@@ -647,11 +649,12 @@ def _check_dictionary(report: PortabilityReport, layout: PortabilityLayout) -> N
             )
             continue
         patterns.append(cells["emplacement"])
+        report.dictionary.append((cells["donnee"], cells["format"], cells["emplacement"]))
     if not patterns:
         report.findings.append(_error("portability.documentation.row", "the dictionary describes no data", path))
         return
     documented = [n for n in report.members if not n.startswith(f"{layout.documentation_folder}/")]
-    uncovered = sorted(n for n in documented if not any(_matches(n, p) for p in patterns))
+    uncovered = sorted(n for n in documented if not any(matches_location(n, p) for p in patterns))
     if uncovered:
         report.findings.append(
             _error(
@@ -660,14 +663,15 @@ def _check_dictionary(report: PortabilityReport, layout: PortabilityLayout) -> N
                 path,
             )
         )
-    stale = [p for p in patterns if not any(_matches(n, p) for n in report.members)]
+    stale = [p for p in patterns if not any(matches_location(n, p) for n in report.members)]
     if stale:
         report.findings.append(
             _warning("portability.documentation.stale", f"rows whose emplacement matches no file: {stale[:5]}", path)
         )
 
 
-def _matches(name: str, pattern: str) -> bool:
+def matches_location(name: str, pattern: str) -> bool:
+    """Whether the member ``name`` is at the dictionary's ``emplacement`` (a glob, case ignored)."""
     return fnmatch.fnmatchcase(name.upper(), pattern.strip().strip("/").upper())
 
 
