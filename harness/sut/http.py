@@ -1,7 +1,8 @@
 """The HTTP control-API adapter: drives any SUT that implements ``openapi.yaml``.
 
 A vendor adds these endpoints to a test build of their software. Every call has a
-timeout; a refused connection, a timeout, a 5xx or a body that is not the JSON
+timeout, for the whole answer, and an answer at most :data:`MAX_ANSWER_BYTES` long (read by
+chunks, never whole); a refused connection, a timeout, a 5xx or a body that is not the JSON
 the spec describes becomes a :class:`SutError` naming the endpoint (a 404 too: on
 ``/patients/{id}`` it means the SUT lost an identity), a timeout more precisely a
 :class:`SutTimeout`. A 501, or a capability the
@@ -13,12 +14,15 @@ password login: a wrong password).
 from __future__ import annotations
 
 import base64
+import json
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from harness.sut.base import SutAdapter, SutError, SutRefused, SutTimeout
 from harness.sut.model import (
@@ -51,6 +55,10 @@ from harness.sut.model import (
 )
 from harness.verdicts import NotSupported
 
+MAX_ANSWER_BYTES = 512 * 1024 * 1024
+"""The most an answer may hold (a raw-storage dump, a portability archive in base64); more is a SutError."""
+ANSWER_CHUNK_BYTES = 64 * 1024
+
 
 class HttpSut(SutAdapter):
     """Adapter for a SUT exposing the control API at ``base_url``.
@@ -62,9 +70,10 @@ class HttpSut(SutAdapter):
 
     name = "http"
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 10.0, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.max_answer_bytes = max_answer_bytes
         self._session = requests.Session()
         self._description: SutDescription | None = None
 
@@ -87,24 +96,28 @@ class HttpSut(SutAdapter):
             self.require(capability)
         url = f"{self.base_url}{path}"
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        where = f"{method} {path}"
         try:
-            response = self._session.request(method, url, json=body, params=params, timeout=timeout)
+            response = self._session.request(method, url, json=body, params=params, timeout=timeout, stream=True)
+            content = _bounded_content(response, self.max_answer_bytes, time.monotonic() + timeout, where, timeout)
         except requests.Timeout:
-            raise SutTimeout(f"{method} {path}: no answer within {timeout:g} s") from None
+            raise SutTimeout(f"{where}: no answer within {timeout:g} s") from None
         except requests.ConnectionError as exc:
-            raise SutError(f"{method} {path}: cannot connect to the SUT ({_short(exc)})") from None
+            raise SutError(f"{where}: cannot connect to the SUT ({_short(exc)})") from None
+        except requests.RequestException as exc:  # a broken chunked body, a bad content encoding...
+            raise SutError(f"{where}: the answer could not be read ({_short(exc)})") from None
         if response.status_code == 501:
-            raise NotSupported(f"{method} {path} answered 501 Not Implemented")
+            raise NotSupported(f"{where} answered 501 Not Implemented")
         if response.status_code in refusals:
-            raise SutRefused(f"{method} {path}: refused ({response.status_code}): {_problem(response)}")
+            raise SutRefused(f"{where}: refused ({response.status_code}): {_problem(content)}")
         if response.status_code >= 400:
-            raise SutError(f"{method} {path}: HTTP {response.status_code}: {_problem(response)}")
-        if response.status_code == 204 or not response.content:
+            raise SutError(f"{where}: HTTP {response.status_code}: {_problem(content)}")
+        if response.status_code == 204 or not content:
             return None
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError:
-            raise SutError(f"{method} {path}: the answer is not JSON: {response.text[:120]!r}") from None
+            raise SutError(f"{where}: the answer is not JSON: {content[:120].decode('utf-8', 'replace')!r}") from None
 
     def _patient(self, data: Any, where: str) -> PatientRecord:
         try:
@@ -477,14 +490,45 @@ def _msa_code(ack: bytes) -> str:
     return ""
 
 
-def _problem(response: requests.Response) -> str:
+def _problem(content: bytes) -> str:
     try:
-        data = response.json()
+        data = json.loads(content)
         if isinstance(data, dict):
             return str(data.get("detail") or data.get("title") or data)[:200]
     except ValueError:
         pass
-    return response.text[:200]
+    return content[:200].decode("utf-8", "replace")
+
+
+def _bounded_content(response: requests.Response, limit: int, deadline: float, where: str, timeout: float) -> bytes:
+    """The answer's body, read by chunks: more than ``limit`` bytes is a SutError, past ``deadline`` a SutTimeout.
+
+    ``requests`` applies its timeout to each read only; a SUT trickling its answer a byte at
+    a time would otherwise hold the run for ever, and an endless answer fill the memory.
+    """
+    if getattr(response, "_content_consumed", False):  # a response hook has read it already (the contract tests)
+        if len(response.content) > limit:
+            raise SutError(f"{where}: the answer is larger than {limit:,} bytes")
+        return bytes(response.content)
+    chunks: list[bytes] = []
+    size = 0
+    with response:
+        while True:
+            try:
+                chunk = response.raw.read1(ANSWER_CHUNK_BYTES, decode_content=True)  # what arrived, not a full chunk
+            except urllib3.exceptions.ReadTimeoutError:
+                raise SutTimeout(f"{where}: no answer within {timeout:g} s") from None
+            except urllib3.exceptions.HTTPError as exc:  # a broken chunked body, a bad content encoding...
+                raise SutError(f"{where}: the answer could not be read ({_short(exc)})") from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise SutError(f"{where}: the answer is larger than {limit:,} bytes: not read further")
+            if time.monotonic() > deadline:
+                raise SutTimeout(f"{where}: the answer did not end within {timeout:g} s")
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _short(exc: Exception) -> str:
