@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pikepdf  # noqa: F401  (see below)
 import pytest
 
 pytest_plugins = ["pytester"]
+
+# pytester's in-process runs unload the modules a run imported; pikepdf's nanobind core
+# aborts the process when it is loaded a second time. Loaded here, once, it stays loaded.
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
