@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -75,6 +76,13 @@ def run(
     junitxml: Annotated[Path | None, typer.Option(help="also write a JUnit XML report")] = None,
     alluredir: Annotated[Path | None, typer.Option(help="also write Allure results")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show pytest's own output")] = False,
+    scenario_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="an option of the scenarios given to pytest as is (repeatable), e.g. "
+            "--scenario-option=--portability-layout=layout.toml"
+        ),
+    ] = None,
 ) -> None:
     """Run the conformance scenarios against a SUT, then build and verify the evidence pack."""
     import pytest
@@ -109,6 +117,11 @@ def run(
         args.append(f"--junitxml={junitxml}")
     if alluredir:
         args.append(f"--alluredir={alluredir}")
+    for option in scenario_option or []:
+        if not option.startswith("--") or "=" not in option:
+            console.print(f"[red]--scenario-option {escape(option)!r}: give it as --name=value[/red]")
+            raise typer.Exit(EXIT_ERROR)
+        args.append(option)
     if not verbose:
         args += ["-p", "no:terminal"]
     with Progress(
@@ -556,6 +569,69 @@ def validate(
             sys.stdout.buffer.write(rendered)
             sys.stdout.flush()
     raise typer.Exit(EXIT_OK if all(r.ok for r in reports) else EXIT_NONCONFORMING)
+
+
+@app.command("check-export")
+def check_export_command(
+    archive: Annotated[Path, typer.Argument(help="a portability export (zip) the SUT produced")],
+    layout: Annotated[
+        Path | None, typer.Option(help="TOML [portability] table renaming the non-XDM parts of the archive")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="TestContenuCDA folder judging the CDA files; default: $SEGUR_HARNESS_CDA_RULES")
+    ] = None,
+    no_cda: Annotated[bool, typer.Option("--no-cda", help="do not run the CDA validator on the documents")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """Check a portability archive (PORT/va1.01) on its own: layout, metadata, identity, PDF copies, agenda, traces,
+    dictionary, integrity report, and each CDA by the CDA validator.
+
+    Without the seeded data of a run, completeness and depth cannot be judged: the scenarios do that.
+    Exit 0 without error findings, 1 with some, 2 on bad usage.
+    """
+    import json as json_module
+    import sys
+
+    from harness.findings import Severity
+    from harness.validators import portability
+    from harness.validators.cda import CdaValidator, RulesError, RuleSet
+
+    if output_format not in ("table", "json"):
+        console.print(f"[red]unknown --format {output_format!r}: table or json[/red]")
+        raise typer.Exit(EXIT_ERROR)
+    try:
+        shape = portability.PortabilityLayout.from_toml(layout) if layout else portability.PortabilityLayout()
+        size = archive.stat().st_size
+        if size > portability.DEFAULT_MAX_BYTES:
+            raise ValueError(f"{archive} is {size:,} bytes, above {portability.DEFAULT_MAX_BYTES:,}")
+        data = archive.read_bytes()
+        check_cda = None
+        if not no_cda:
+            ruleset = RuleSet.open(rules) if rules is not None else RuleSet.from_environment()
+            check_cda = portability.cda_check(CdaValidator(ruleset))
+
+    except (OSError, ValueError, RulesError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(EXIT_ERROR) from None
+    report = portability.check_export(data, None, layout=shape, check_cda=check_cda)
+    shown = [f for f in report.findings if f.severity is not Severity.INFO]
+    if output_format == "json":
+        body = {**report.inventory(), "findings": [f.to_dict() for f in shown]}
+        sys.stdout.write(json_module.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    else:
+        table = Table(title=f"portability archive {archive.name}")
+        for column in ("severity", "rule", "where", "message"):
+            table.add_column(column, overflow="fold")
+        for finding in shown[:200]:
+            table.add_row(finding.severity.value, finding.rule, escape(finding.location), escape(finding.message))
+        console.print(table)
+        counts = report.inventory()
+        console.print(
+            f"{counts['members']} files, {len(report.folders)} patient folder(s), {counts['document_entries']} "
+            f"document entries ({counts['cda_validated']} CDA validated), {counts['appointments']} appointment(s), "
+            f"{counts['trace_lines']} trace line(s): {len(report.errors)} error(s)"
+        )
+    raise typer.Exit(EXIT_NONCONFORMING if report.errors else EXIT_OK)
 
 
 def _documents(paths: list[Path]) -> list[Path]:

@@ -185,18 +185,6 @@ def _export(
         return None
 
 
-NOT_PORTABILITY_RULES = frozenset({"cda.header.ins.missing"})
-"""CDA-validator rules left out here: a provisional identity's documents rightly carry no INS;
-the INS is judged per patient, on every entry, by ``portability.identity.ins``."""
-
-
-def _cda_check(validator: CdaValidator) -> portability.CdaCheck:
-    def check(content: bytes, name: str) -> list[Finding]:
-        return [f for f in validator.validate(content, name).errors if f.rule not in NOT_PORTABILITY_RULES][:20]
-
-    return check
-
-
 STATEMENT_FIELDS = {
     "launch": "How an administrator launches an export: where in the product, which rights it needs",
     "scope_and_depth": "How the scope (unitaire, ciblé, massif) and the history depth are chosen",
@@ -305,7 +293,8 @@ def test_the_export_holds_the_data_within_the_depth(
         tuple(p for i, p in enumerate(seeded.patients) if i not in chosen),
         seeded.since,
     )
-    report = portability.check_export(exported.archive, expected, layout=layout, check_cda=_cda_check(cda_validator))
+    check_cda = portability.cda_check(cda_validator)
+    report = portability.check_export(exported.archive, expected, layout=layout, check_cda=check_cda)
     evidence.note(f"CDA judged by {cda_validator.ruleset or 'the harness rules only (no ANS rules configured)'}")
     evidence.add(*[f for f in report.findings if f.severity is not Severity.INFO][:200])
     evidence.attach(

@@ -125,6 +125,24 @@ def test_an_unreachable_sut_makes_the_run_exit_2_with_its_evidence(tmp_path: Pat
     assert (tmp_path / "run" / "manifest.json").exists()
 
 
+def test_scenario_options_reach_the_scenarios(tmp_path: Path) -> None:
+    statement = tmp_path / "statement.toml"
+    statement.write_text('[portability]\nlaunch = "Menu Administration > Portabilite"\n', encoding="utf-8")
+    done = cli(
+        "run",
+        "-k",
+        "test_the_export_holds_the_data_within_the_depth and unitaire",
+        f"--scenario-option=--portability-statement={statement}",
+        f"--run-dir={tmp_path / 'run'}",
+        f"--out={tmp_path}",
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [documentation] = (tmp_path / "run").rglob("PORT-va1.01-documentation.md")
+    assert "Menu Administration > Portabilite" in documentation.read_text(encoding="utf-8")
+    bad = cli("run", "--scenario-option=portability", f"--run-dir={tmp_path / 'bad'}", f"--out={tmp_path}")
+    assert bad.returncode == 2 and "give it as --name=value" in bad.stdout
+
+
 def test_an_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
     done = cli("run", "--profile=Cabinet lunaire", f"--run-dir={tmp_path / 'run'}", f"--out={tmp_path}")
     assert done.returncode == 2

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -41,6 +41,9 @@ from harness.validators.ins import normalise_trait
 from harness.validators.pdf import check_pdfa
 from harness.validators.xdm import parse_metadata, read_xdm, unsafe_name
 from harness.validators.xds import PatientCx, Scheme, coded, cross_check, document_entries, external_id, slot_values
+
+if TYPE_CHECKING:
+    from harness.validators.cda import CdaValidator
 
 SOURCE = "portability"
 PATIENTS_FOLDER = "IHE_XDM"
@@ -240,6 +243,20 @@ class PortabilityReport:
 CdaCheck = Callable[[bytes, str], list[Finding]]
 """A CDA validator: ``(document bytes, member name) -> findings``."""
 
+NOT_PORTABILITY_RULES = frozenset({"cda.header.ins.missing"})
+"""CDA-validator rules left out of an export's judgement: a provisional identity's documents rightly
+carry no INS; the INS is judged per patient, on every entry, by ``portability.identity.ins``."""
+
+
+def cda_check(validator: CdaValidator, most: int = 20) -> CdaCheck:
+    """The CDA validator as a :data:`CdaCheck`: its errors on each document (``most`` at most), less
+    :data:`NOT_PORTABILITY_RULES`."""
+
+    def check(content: bytes, name: str) -> list[Finding]:
+        return [f for f in validator.validate(content, name).errors if f.rule not in NOT_PORTABILITY_RULES][:most]
+
+    return check
+
 
 def check_export(
     archive: bytes,
@@ -321,6 +338,7 @@ def _check_patient_part(report: PortabilityReport, check_cda: CdaCheck | None, c
         )
     referenced: set[str] = set()
     for folder, metadata in sorted(folders.items()):
+        report.folders[folder] = ""
         referenced.add(metadata)
         name = folder.split("/", 1)[1]
         if not _FOLDER_NAME.match(name):
@@ -383,7 +401,10 @@ def _check_folder(
             )
             if check_cda is not None:
                 report.cda_validated += 1
-                findings.extend(check_cda(content, member))
+                findings.extend(
+                    Finding(f.severity, f.rule, f.message, f"{member}: {f.location}", f.source, f.rule_file)
+                    for f in check_cda(content, member)
+                )
             pdf = _pdf_beside(members, member)
             if pdf is None:
                 findings.append(
