@@ -39,7 +39,14 @@ from harness.plugin.evidence import ScenarioEvidence
 from harness.plugin.fixtures import insi_endpoint_config
 from harness.simulators.insi import IdentityBase, InsiSimulator
 from harness.sut.base import SutAdapter, SutError, SutTimeout
-from harness.sut.model import Capability, PatientRecord, PatientTraits, PortabilityExport, PortabilityRequest
+from harness.sut.model import (
+    Capability,
+    IdentityStatus,
+    PatientRecord,
+    PatientTraits,
+    PortabilityExport,
+    PortabilityRequest,
+)
 from harness.validators import portability
 from harness.validators.cda import CdaValidator
 from harness.validators.portability import (
@@ -137,12 +144,19 @@ def _seed(sut: SutAdapter, identities: IdentityBase) -> Seeded:
         seeded.patients.append(
             ExpectedPatient(
                 current.traits,
-                (current.ins.matricule, current.ins.oid) if current.ins is not None else None,
+                _shareable_ins(current),
                 tuple(documents[record.id]),
                 tuple(ExpectedAppointment(start, summary) for start, summary in appointments[record.id]),
             )
         )
     return seeded
+
+
+def _shareable_ins(record: PatientRecord) -> tuple[str, str] | None:
+    """The INS the export must carry: only a qualified one may be shared (référentiel INS)."""
+    if record.ins is None or record.status is not IdentityStatus.QUAL:
+        return None
+    return record.ins.matricule, record.ins.oid
 
 
 @pytest.fixture(scope="module")
