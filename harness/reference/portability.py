@@ -85,6 +85,7 @@ from harness.reference.mss import (
 from harness.reference.nir import is_valid_matricule
 from harness.reference.pdfa import PrintedDocument, build_pdf
 from harness.reference.store import DuplicateAppointment
+from harness.reference.xds_entry import hl7_path
 from harness.reference.xds_metadata import RIM, Code, DocumentEntry, add_slot, new_uuid
 
 log = logging.getLogger("harness.reference")
@@ -417,8 +418,9 @@ class PortabilityService:
             with contextlib.suppress(InvalidInput):
                 created = _moment(iso_time(str(effective.get("value"))))
         person = "author/assignedAuthor/assignedPerson/name"
-        author = " ".join(" ".join(root.findtext(_h(f"{person}/{part}")) or "" for part in ("given", "family")).split())
-        custodian = root.findtext(_h("custodian/assignedCustodian/representedCustodianOrganization/name"))
+        names = (root.findtext(hl7_path(f"{person}/{part}")) or "" for part in ("given", "family"))
+        author = " ".join(" ".join(names).split())
+        custodian = root.findtext(hl7_path("custodian/assignedCustodian/representedCustodianOrganization/name"))
         producer = f"{SOFTWARE} {__version__}"
         return build_pdf(
             PrintedDocument(
@@ -755,10 +757,6 @@ def _archive_field(body: Any) -> bytes:
 
 
 # -- reading CDA documents ----------------------------------------------------------------------------------
-def _h(path: str) -> str:
-    return "/".join(f"{{{HL7}}}{step}" for step in path.split("/"))
-
-
 def _cda_root(content: bytes) -> etree._Element:
     """A received CDA parsed safely (no DTD, entities or network); raises InvalidInput."""
     try:
@@ -771,7 +769,7 @@ def _cda_root(content: bytes) -> etree._Element:
 
 
 def _document_id(root: etree._Element) -> str:
-    identifier = root.find(_h("id"))
+    identifier = root.find(hl7_path("id"))
     if identifier is None or not identifier.get("root"):
         raise InvalidInput("the CDA has no ClinicalDocument/id/@root")
     extension = identifier.get("extension")
@@ -780,22 +778,23 @@ def _document_id(root: etree._Element) -> str:
 
 def cda_identity(root: etree._Element) -> tuple[Traits, Ins | None, list[tuple[str, str]]]:
     """The patient a CDA names (recordTarget): strict traits, the INS if any, every (OID, id); raises InvalidInput."""
-    role = root.find(_h("recordTarget/patientRole"))
-    person = role.find(_h("patient")) if role is not None else None
-    name = person.find(_h("name")) if person is not None else None
+    role = root.find(hl7_path("recordTarget/patientRole"))
+    person = role.find(hl7_path("patient")) if role is not None else None
+    name = person.find(hl7_path("name")) if person is not None else None
     if role is None or person is None or name is None:
         raise InvalidInput("the CDA names no patient (recordTarget/patientRole/patient/name)")
-    identifiers = [(i.get("root", ""), i.get("extension", "")) for i in role.iterfind(_h("id"))]
+    identifiers = [(i.get("root", ""), i.get("extension", "")) for i in role.iterfind(hl7_path("id"))]
     ins = next((Ins(e, r) for r, e in identifiers if r in INS_TYPES and is_valid_matricule(e)), None)
 
     def texts(tag: str, qualifier: str | None) -> list[str]:
-        found = [" ".join((e.text or "").split()) for e in name.iterfind(_h(tag)) if e.get("qualifier") == qualifier]
+        elements = name.iterfind(hl7_path(tag))
+        found = [" ".join((e.text or "").split()) for e in elements if e.get("qualifier") == qualifier]
         return [t for t in found if t]
 
     birth_name = (texts("family", "BR") or texts("family", None) or [""])[0]
     first_names = " ".join(texts("given", None) or texts("given", "BR")).split()
-    gender = person.find(_h("administrativeGenderCode"))
-    birth_time = person.find(_h("birthTime"))
+    gender = person.find(hl7_path("administrativeGenderCode"))
+    birth_time = person.find(hl7_path("birthTime"))
     data: dict[str, Any] = {
         "birth_name": birth_name,
         "first_names": first_names,
@@ -807,7 +806,7 @@ def cda_identity(root: etree._Element) -> tuple[Traits, Ins | None, list[tuple[s
         data["used_name"] = used_name[0]
     if used_first:
         data["used_first_name"] = used_first[0]
-    county = " ".join((person.findtext(_h("birthplace/place/addr/county")) or "").split())
+    county = " ".join((person.findtext(hl7_path("birthplace/place/addr/county")) or "").split())
     try:
         traits = traits_from_json({**data, "birthplace_cog": county} if county else data)
     except InvalidInput:
@@ -851,15 +850,15 @@ def _birth_date(ts: str) -> str:
 def _section_lines(root: etree._Element) -> tuple[str, ...]:
     """The narrative of a CDA's sections (or a text body), wrapped and cut to one page."""
     lines: list[str] = []
-    for section in root.iter(_h("section")):
-        title = " ".join((section.findtext(_h("title")) or "").split())
-        text = section.find(_h("text"))
+    for section in root.iter(hl7_path("section")):
+        title = " ".join((section.findtext(hl7_path("title")) or "").split())
+        text = section.find(hl7_path("text"))
         body = " ".join(" ".join(str(t) for t in text.itertext()).split()) if text is not None else ""
         if title:
             lines.append(title.upper())
         lines += textwrap.wrap(body, RENDERED_WIDTH)
     if not lines:
-        text = root.find(_h("component/nonXMLBody/text"))
+        text = root.find(hl7_path("component/nonXMLBody/text"))
         if text is not None and text.get("mediaType", "text/plain").startswith("text/"):
             raw = text.text or ""
             if text.get("representation") == "B64":
@@ -877,7 +876,7 @@ def _section_lines(root: etree._Element) -> tuple[str, ...]:
 def _without_confidentiality_code(cda: bytes) -> bytes:
     """The ``port-invalid-cda`` defect: the CDA without ``ClinicalDocument/confidentialityCode``."""
     root = etree.fromstring(cda, _PARSER)
-    for element in root.findall(_h("confidentialityCode")):
+    for element in root.findall(hl7_path("confidentialityCode")):
         root.remove(element)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 

@@ -45,6 +45,10 @@ NO_CHECK_TIME = 0x200000
 """OpenSSL ``X509_V_FLAG_NO_CHECK_TIME`` (not exposed by :class:`ssl.VerifyFlags`)."""
 
 
+TLS_REFUSED = "TLS handshake refused or failed: {exc}"
+"""The detail of a failed-handshake record, ``{exc}`` being the error."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """The limits of a server answering small requests (INSi, the Annuaire): 10 s per read, 30 s per request, 1 MiB."""
@@ -143,7 +147,8 @@ class HttpsServer(Generic[AnswerT]):
         log: the simulator's logger (log lines keep their module's name).
         handler: the handler class serving each connection.
         base_meta: the ``meta`` every failure record starts from.
-        tls_refused: the record's detail for a failed handshake, ``{exc}`` being the error.
+        tls_refused: the record's detail for a failed handshake, ``{exc}`` being the error
+            (default :data:`TLS_REFUSED`).
         close_refused: close a connection whose handshake failed at once (else it stays
             tracked until :meth:`stop`, as the DMP simulator has always done).
         on_recorded: called with the answer and its exchange once recorded, before writing.
@@ -162,7 +167,7 @@ class HttpsServer(Generic[AnswerT]):
         log: logging.Logger,
         handler: type[HttpsHandler],
         base_meta: Callable[[], dict[str, Any]],
-        tls_refused: str,
+        tls_refused: str = TLS_REFUSED,
         close_refused: bool = True,
         on_recorded: Callable[[AnswerT, Exchange], None] | None = None,
     ) -> None:

@@ -211,7 +211,7 @@ class PortabilityReport:
     members: dict[str, bytes] = field(default_factory=dict)
     entries: list[ExportedEntry] = field(default_factory=list)
     folders: dict[str, str] = field(default_factory=dict)
-    """Patient folder → the seeded patient it was matched to (label), or ""."""
+    """Every patient folder → the seeded patient it was matched to (label), or "" (unmatched, or no seed given)."""
     events: int = 0
     trace_lines: int = 0
     cda_validated: int = 0
@@ -740,7 +740,7 @@ def _check_integrity(report: PortabilityReport, layout: PortabilityLayout, appoi
         if names:
             report.findings.append(_error(rule, f"{len(names)} file(s) {what}: {_listed(names)}", path))
     actual = {
-        "patients": len(_patient_folders(report.members)),
+        "patients": len(report.folders),
         "documents": len(report.entries),
         "appointments": appointments,
     }
@@ -782,7 +782,7 @@ def _check_expected(report: PortabilityReport, expected: ExpectedExport, events:
     by_folder: dict[str, list[ExportedEntry]] = {}
     for entry in report.entries:
         by_folder.setdefault(entry.folder, []).append(entry)
-    for name in _patient_folders(report.members):
+    for name in report.folders:
         by_folder.setdefault(name, [])
     matched: dict[str, ExpectedPatient] = {}
     for patient in expected.patients:

@@ -66,7 +66,6 @@ class AnnuaireServer(https.HttpsServer[HttpAnswer]):
             log=LOG,
             handler=_Handler,
             base_meta=base_meta,
-            tls_refused="TLS handshake refused or failed: {exc}",
         )
 
 

@@ -83,7 +83,6 @@ class InsiServer(https.HttpsServer[HttpAnswer]):
             log=LOG,
             handler=_Handler,
             base_meta=base_meta,
-            tls_refused="TLS handshake refused or failed: {exc}",
         )
 
 

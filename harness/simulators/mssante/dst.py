@@ -64,7 +64,6 @@ class DstServer(https.HttpsServer[HttpAnswer]):
             log=LOG,
             handler=_Handler,
             base_meta=lambda: {"entry_point": kind},
-            tls_refused="TLS handshake refused or failed: {exc}",
         )
 
     def context(self) -> Any:

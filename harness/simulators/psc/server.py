@@ -50,7 +50,6 @@ class PscServer(https.HttpsServer[HttpAnswer]):
             log=LOG,
             handler=_Handler,
             base_meta=base_meta,
-            tls_refused="TLS handshake refused or failed: {exc}",
         )
 
 
