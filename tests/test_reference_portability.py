@@ -49,6 +49,7 @@ from harness.sut.python import PythonSut
 from harness.sut.reference import ReferenceSut
 from harness.validators.pdf import check_ins_datamatrix, check_pdfa
 from harness.verdicts import NotSupported
+from tests.mss_samples import zipped
 
 ANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ans"
 CDA_XSD = ANS / "TestContenuCDA-3-0" / "infrastructure" / "cda" / "CDA_extended.xsd"
@@ -514,19 +515,11 @@ def fresh(blank: ReferenceSut) -> ReferenceSut:
     return blank
 
 
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
 def rezipped(archive: bytes, **changes: bytes) -> bytes:
     files = members(archive)
     for key, content in changes.items():
         files[key.replace("__", "/").replace("_DOT_", ".")] = content
-    return zip_of(files)
+    return zipped(files)
 
 
 def declares_ten_gigabytes() -> bytes:
@@ -549,12 +542,12 @@ XXE = (
     [
         pytest.param(lambda w: b"not a zip at all", id="not-a-zip"),
         pytest.param(lambda w: w.massif.archive[: len(w.massif.archive) // 2], id="truncated"),
-        pytest.param(lambda w: zip_of({"README.TXT": b"hello"}), id="no-ihe-xdm"),
-        pytest.param(lambda w: zip_of({"IHE_XDM/PAT00001/METADATA.XML": b"<a/>", "../../evil": b"x"}), id="zip-slip"),
-        pytest.param(lambda w: zip_of({"/etc/IHE_XDM/P/METADATA.XML": b"<a/>"}), id="absolute"),
-        pytest.param(lambda w: zip_of({"IHE_XDM\\P\\METADATA.XML": b"<a/>"}), id="backslash"),
+        pytest.param(lambda w: zipped({"README.TXT": b"hello"}), id="no-ihe-xdm"),
+        pytest.param(lambda w: zipped({"IHE_XDM/PAT00001/METADATA.XML": b"<a/>", "../../evil": b"x"}), id="zip-slip"),
+        pytest.param(lambda w: zipped({"/etc/IHE_XDM/P/METADATA.XML": b"<a/>"}), id="absolute"),
+        pytest.param(lambda w: zipped({"IHE_XDM\\P\\METADATA.XML": b"<a/>"}), id="backslash"),
         pytest.param(lambda w: declares_ten_gigabytes(), id="bomb-declaring-10-GB"),
-        pytest.param(lambda w: zip_of({"IHE_XDM/P/DOC00001.XML": b"\0" * (8 * 1024 * 1024)}), id="ratio"),
+        pytest.param(lambda w: zipped({"IHE_XDM/P/DOC00001.XML": b"\0" * (8 * 1024 * 1024)}), id="ratio"),
     ],
 )
 def test_an_unreadable_archive_is_refused_quickly(fresh: ReferenceSut, world: World, archive: object) -> None:
@@ -582,7 +575,7 @@ def test_broken_parts_are_refused_one_by_one_and_the_rest_is_imported(fresh: Ref
         b"SUMMARY:Inconnu\r\nATTENDEE;CN=PERSONNE:urn:oid:1.2.3.4:X99\r\nEND:VEVENT\r\nEND:VCALENDAR",
     )
     files.update({f"{qualified}/METADATA.XML": XXE, broken_cda: b"<ClinicalDocument", "TRANSVERSE/AGENDA.ICS": agenda})
-    result = fresh.import_portability(zip_of(files))
+    result = fresh.import_portability(zipped(files))
     refused = "\n".join(result.refused)
     assert "DOCTYPE" in refused and broken_cda in refused and "stranger@elsewhere" in refused
     assert b"root:" not in json.dumps(result.to_json()).encode()
